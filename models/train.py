@@ -1,0 +1,251 @@
+"""The training loop: one file, top to bottom.
+
+data (physical units) -> preprocessing -> n_critic critic steps + 1 generator step, repeated
+`steps` times -> an EMA generator, a critic and the transforms that map back to physical units.
+Checkpoints hold everything needed to continue bit-for-bit on CPU: G, D, EMA, both optimisers,
+the step and the RNG states.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from models.architectures import build_critic, build_generator
+from models.datasets import Dataset
+from models.objectives import get_objective
+from models.preprocessing import Transform, fit_transform
+from models.spec import JobSpec, TrainingSpec
+
+CHECKPOINT_NAME = "checkpoint.pt"
+
+
+class Cancelled(Exception):
+    """should_stop() asked the loop to stop; the last checkpoint is kept."""
+
+
+@dataclass
+class Progress:
+    step: int
+    total_steps: int
+    losses: dict[str, float]
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class TrainedModel:
+    spec: JobSpec
+    generator: nn.Module  # the EMA generator when training.ema is set, in eval mode
+    critic: nn.Module
+    feature_transform: Transform
+    condition_transform: Transform | None
+    feature_names: list[str]
+    condition_names: list[str]
+    image_shape: tuple[int, int, int] | None
+    device: str
+    history: list[Progress]
+    resumed_from: int | None = None
+
+
+def resolve_device(requested: str) -> torch.device:
+    """'auto' and 'cuda' use the GPU when one is present; without one both fall back to CPU."""
+    if requested in ("auto", "cuda") and torch.cuda.is_available():
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+def make_optimizer(params, lr: float, t: TrainingSpec) -> torch.optim.Optimizer:
+    if t.optimizer == "adam":
+        return torch.optim.Adam(params, lr=lr, betas=t.betas)
+    if t.optimizer == "rmsprop":
+        return torch.optim.RMSprop(params, lr=lr)
+    return torch.optim.SGD(params, lr=lr, momentum=t.momentum or 0.0)
+
+
+@torch.no_grad()
+def ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
+    for p_ema, p in zip(ema.parameters(), model.parameters(), strict=True):
+        p_ema.lerp_(p, 1 - decay)
+    for b_ema, b in zip(ema.buffers(), model.buffers(), strict=True):
+        b_ema.copy_(b)
+
+
+def _rng_state() -> dict:
+    state = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _save_atomic(obj: dict, path: Path) -> None:
+    # A worker killed mid-write must not leave a truncated checkpoint behind.
+    tmp = path.with_suffix(".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def train(
+    spec: JobSpec,
+    data: Dataset,
+    *,
+    workdir: Path | None = None,
+    on_progress: Callable[[Progress], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> TrainedModel:
+    t = spec.training
+    device = resolve_device(t.device)
+    torch.manual_seed(t.seed)
+    np.random.seed(t.seed % 2**32)
+
+    # --- data, in the model's units -----------------------------------------------------------
+    feature_tf = fit_transform(spec.dataset.preprocessing, data.features)
+    x_all = torch.as_tensor(feature_tf.forward(data.features), dtype=torch.float32, device=device)
+    n_rows, n_features = x_all.shape
+    n_conditions = data.conditions.shape[1] if data.conditions is not None else 0
+    cond_tf = None
+    a_all = None
+    if n_conditions:
+        cond_tf = fit_transform(spec.dataset.preprocessing, data.conditions)
+        a_all = torch.as_tensor(cond_tf.forward(data.conditions), dtype=torch.float32, device=device)
+    w_all = None
+    if data.weights is not None:
+        # Mean 1 over the data set, so weighted and unweighted losses share a scale.
+        w_np = data.weights.astype(np.float64)
+        w_all = torch.as_tensor(w_np / w_np.mean(), dtype=torch.float32, device=device)
+
+    # --- models and optimisers ----------------------------------------------------------------
+    objective = get_objective(spec.objective)
+    arch = spec.architecture
+    G = build_generator(arch, n_features, n_conditions, data.image_shape).to(device)
+    D = build_critic(arch, n_features, n_conditions, data.image_shape, objective.critic_dim)
+    D = D.to(device)
+    G_ema = copy.deepcopy(G).eval() if t.ema else None
+    opt_g = make_optimizer(G.parameters(), t.lr_g, t)
+    opt_d = make_optimizer(D.parameters(), t.lr_d, t)
+
+    # --- resume ---------------------------------------------------------------------------------
+    start_step, resumed_from = 0, None
+    history: list[Progress] = []
+    ckpt_path = workdir / CHECKPOINT_NAME if workdir is not None else None
+    if ckpt_path is not None and ckpt_path.exists():
+        ckpt = torch.load(ckpt_path, map_location=device, weights_only=True)
+        if ckpt["spec_hash"] == spec.spec_hash():
+            G.load_state_dict(ckpt["generator"])
+            D.load_state_dict(ckpt["critic"])
+            if G_ema is not None:
+                G_ema.load_state_dict(ckpt["generator_ema"])
+            opt_g.load_state_dict(ckpt["opt_g"])
+            opt_d.load_state_dict(ckpt["opt_d"])
+            _set_rng_state(ckpt["rng"])
+            start_step = resumed_from = int(ckpt["step"])
+            history = [Progress(**p) for p in ckpt["history"]]
+
+    def checkpoint(step: int) -> None:
+        if ckpt_path is None:
+            return
+        ckpt_path.parent.mkdir(parents=True, exist_ok=True)
+        _save_atomic(
+            {
+                "spec_hash": spec.spec_hash(),
+                "step": step,
+                "generator": G.state_dict(),
+                "critic": D.state_dict(),
+                "generator_ema": G_ema.state_dict() if G_ema is not None else {},
+                "opt_g": opt_g.state_dict(),
+                "opt_d": opt_d.state_dict(),
+                "rng": _rng_state(),
+                "history": [vars(p) for p in history],
+            },
+            ckpt_path,
+        )
+
+    def batch() -> tuple[Tensor, Tensor | None, Tensor | None]:
+        # Sampling with replacement from the global RNG keeps resume exact: no epoch state.
+        idx = torch.randint(0, n_rows, (t.batch_size,), device=device)
+        return (
+            x_all[idx],
+            a_all[idx] if a_all is not None else None,
+            w_all[idx] if w_all is not None else None,
+        )
+
+    def generate(cond: Tensor | None) -> Tensor:
+        z = torch.randn(t.batch_size, arch.latent_dim, device=device)  # [B, latent_dim]
+        return G(z, cond)
+
+    # --- the loop ---------------------------------------------------------------------------------
+    G.train()
+    D.train()
+    tic, tic_step = time.perf_counter(), start_step
+    for step in range(start_step, t.steps):
+        if should_stop is not None and should_stop():
+            raise Cancelled(f"cancelled at step {step}")
+
+        for _ in range(t.n_critic):
+            real, cond, w = batch()
+            with torch.no_grad():
+                fakes = [generate(cond) for _ in range(objective.n_fakes)]
+            d_loss, d_logs = objective.critic_loss(D, real, fakes, cond, w)
+            opt_d.zero_grad(set_to_none=True)
+            d_loss.backward()
+            opt_d.step()
+            objective.after_critic_step(D)
+
+        real, cond, w = batch()
+        fakes = [generate(cond) for _ in range(objective.n_fakes)]
+        g_loss, g_logs = objective.generator_loss(D, real, fakes, cond, w)
+        opt_g.zero_grad(set_to_none=True)
+        g_loss.backward()
+        opt_g.step()
+        if G_ema is not None:
+            ema_update(G_ema, G, t.ema)
+
+        done = step + 1
+        if done % t.log_every == 0 or done == t.steps:
+            elapsed = time.perf_counter() - tic
+            rate = (done - tic_step) / elapsed if elapsed > 0 else 0.0
+            tic, tic_step = time.perf_counter(), done
+            progress = Progress(
+                step=done,
+                total_steps=t.steps,
+                losses={"critic": d_loss.item(), "generator": g_loss.item()}
+                | {f"critic/{k}": v for k, v in d_logs.items()}
+                | {f"generator/{k}": v for k, v in g_logs.items()},
+                metrics={"steps_per_second": rate},
+            )
+            if not all(np.isfinite(v) for v in progress.losses.values()):
+                raise FloatingPointError(f"non-finite loss at step {done}: {progress.losses}")
+            history.append(progress)
+            if on_progress is not None:
+                on_progress(progress)
+        if done % t.checkpoint_every == 0 and done < t.steps:
+            checkpoint(done)
+    checkpoint(t.steps)
+
+    final_g = G_ema if G_ema is not None else G
+    return TrainedModel(
+        spec=spec,
+        generator=final_g.eval(),
+        critic=D.eval(),
+        feature_transform=feature_tf,
+        condition_transform=cond_tf,
+        feature_names=list(data.feature_names),
+        condition_names=list(data.condition_names),
+        image_shape=data.image_shape,
+        device=str(device),
+        history=history,
+        resumed_from=resumed_from,
+    )
