@@ -140,7 +140,8 @@ class NetSpec(_Strict):
     depth: int = Field(3, ge=1, le=64)
     channels: int = Field(64, ge=1, le=1024)
     activation: Activation = "relu"
-    norm: Norm = "none"
+    # null: "batch" in the dcgan generator (as in the DCGAN paper), "none" everywhere else.
+    norm: Norm | None = None
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
 
 
@@ -154,6 +155,14 @@ class ArchitectureSpec(_Strict):
     latent_dim: int = Field(32, ge=1, le=4096)
     generator: NetSpec = Field(default_factory=NetSpec)
     critic: CriticSpec = Field(default_factory=CriticSpec)
+
+    @model_validator(mode="after")
+    def _fill_norm_defaults(self) -> ArchitectureSpec:
+        if self.generator.norm is None:
+            self.generator.norm = "batch" if self.name == "dcgan" else "none"
+        if self.critic.norm is None:
+            self.critic.norm = "none"
+        return self
 
 
 # ---------------------------------------------------------------------------------------------
@@ -213,8 +222,11 @@ class TrainingSpec(_Strict):
     betas: tuple[float, float] | None = None
     momentum: float | None = Field(None, ge=0, lt=1)
     optimizer: Literal["adam", "rmsprop", "sgd"] | None = None
+    # "linear": both learning rates fall linearly to 0 at the last step (WGAN-GP's CIFAR runs).
+    lr_schedule: Literal["constant", "linear"] = "constant"
     seed: int = Field(0, ge=0, lt=2**63)
-    ema: float | None = Field(0.999, ge=0, lt=1)
+    # Decay of an exponential moving average of G's weights, exported instead of G; null: off.
+    ema: float | None = Field(None, ge=0, lt=1)
     checkpoint_every: int = Field(500, ge=1)
     log_every: int = Field(50, ge=1)
     device: Literal["auto", "cpu", "cuda"] = "auto"
@@ -256,8 +268,8 @@ class JobSpec(_Strict):
         for field in ("optimizer", "lr_g", "lr_d", "betas", "momentum", "n_critic"):
             if getattr(t, field) is None:
                 setattr(t, field, getattr(defaults, field))
+        images = self.architecture.name == "dcgan"
         if self.dataset.preprocessing is None:
-            images = self.architecture.name == "dcgan"
             self.dataset.preprocessing = "minmax" if images else "standard"
         return self
 

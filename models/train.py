@@ -136,6 +136,9 @@ def train(
     G_ema = copy.deepcopy(G).eval() if t.ema else None
     opt_g = make_optimizer(G.parameters(), t.lr_g, t)
     opt_d = make_optimizer(D.parameters(), t.lr_d, t)
+    # One scheduler step per generator step, for both optimisers.
+    factor = (lambda i: max(0.0, 1 - i / t.steps)) if t.lr_schedule == "linear" else (lambda i: 1.0)
+    schedulers = [torch.optim.lr_scheduler.LambdaLR(o, factor) for o in (opt_g, opt_d)]
 
     # --- resume ---------------------------------------------------------------------------------
     start_step, resumed_from = 0, None
@@ -150,6 +153,8 @@ def train(
                 G_ema.load_state_dict(ckpt["generator_ema"])
             opt_g.load_state_dict(ckpt["opt_g"])
             opt_d.load_state_dict(ckpt["opt_d"])
+            for sched, state in zip(schedulers, ckpt["schedulers"], strict=True):
+                sched.load_state_dict(state)
             _set_rng_state(ckpt["rng"])
             start_step = resumed_from = int(ckpt["step"])
             history = [Progress(**p) for p in ckpt["history"]]
@@ -167,6 +172,7 @@ def train(
                 "generator_ema": G_ema.state_dict() if G_ema is not None else {},
                 "opt_g": opt_g.state_dict(),
                 "opt_d": opt_d.state_dict(),
+                "schedulers": [sched.state_dict() for sched in schedulers],
                 "rng": _rng_state(),
                 "history": [vars(p) for p in history],
             },
@@ -212,6 +218,8 @@ def train(
         opt_g.step()
         if G_ema is not None:
             ema_update(G_ema, G, t.ema)
+        for sched in schedulers:
+            sched.step()
 
         done = step + 1
         if done % t.log_every == 0 or done == t.steps:

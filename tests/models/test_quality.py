@@ -1,0 +1,81 @@
+"""Quality on the toy sets, by the 3-sigma rule of VEEGAN / PacGAN (2,500 samples), and the
+conditional toy's check. Slow: each case trains to convergence on one CPU thread.
+
+Thresholds (the issue's): wgan-gp, nsgan and cramer capture 8/8 ring modes with >= 90%
+high-quality samples; wgan-gp captures >= 24 of the 25 grid modes. The conditional check is
+documented in the README ("Conditional toy").
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from models.datasets import load_dataset
+from models.datasets.builtin import CONDITIONAL_RING_STD, conditional_ring_centre
+from models.metrics import mode_coverage
+from models.pipeline import N_QUALITY_SAMPLES, sample_trained
+from models.spec import JobSpec
+from models.train import train
+
+pytestmark = pytest.mark.slow
+
+TOY_NET = {"width": 128, "depth": 3}
+
+
+def toy_spec(uri: str, objective: dict, steps: int, lr: float, **training) -> JobSpec:
+    return JobSpec.model_validate({
+        "objective": objective,
+        "architecture": {"name": "mlp", "latent_dim": 8, "generator": TOY_NET, "critic": TOY_NET},
+        "dataset": {"uri": uri},
+        "training": {"steps": steps, "batch_size": 256, "lr_g": lr, "lr_d": lr,
+                     "lr_schedule": "linear", "log_every": 500, "device": "cpu", **training},
+    })
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+CASES = {
+    # name: (uri, objective, steps, lr, modes needed, high-quality share needed)
+    "8gaussians-wgan-gp": ("builtin://8gaussians", {"name": "wgan-gp"}, 6000, 3e-4, 8, 0.90),
+    "8gaussians-nsgan": ("builtin://8gaussians", {"name": "nsgan"}, 5000, 1e-3, 8, 0.90),
+    "8gaussians-cramer": ("builtin://8gaussians", {"name": "cramer", "feature_dim": 64}, 4000,
+                          3e-4, 8, 0.90),
+    "25gaussians-wgan-gp": ("builtin://25gaussians", {"name": "wgan-gp"}, 6000, 3e-4, 24, 0.0),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_mode_coverage_on_the_toy_mixtures(case):
+    uri, objective, steps, lr, modes_needed, hq_needed = CASES[case]
+    spec = toy_spec(uri, objective, steps, lr)
+    data = load_dataset(spec.dataset, data_roots=[])
+    trained = train(spec, data)
+    samples = sample_trained(trained, N_QUALITY_SAMPLES, seed=123)
+    cov = mode_coverage(samples, data.modes, data.mode_std)
+    print(case, cov)
+    assert cov.modes_captured >= modes_needed, cov
+    assert cov.high_quality_fraction >= hq_needed, cov
+
+
+def test_conditional_toy_samples_land_where_their_condition_lies():
+    spec = toy_spec("builtin://conditional-ring", {"name": "wgan-gp"}, 3000, 3e-4)
+    data = load_dataset(spec.dataset, data_roots=[])
+    trained = train(spec, data)
+    angles = np.linspace(0, 2 * np.pi, 8, endpoint=False) + 0.2
+    for angle in angles:
+        cond = np.full((500, 1), angle, dtype=np.float32)
+        samples = sample_trained(trained, 500, cond, seed=7)
+        centre = conditional_ring_centre(np.array([angle]))[0]
+        dist = np.linalg.norm(samples - centre, axis=1)
+        # The documented check: >= 80% of the samples for a condition lie within 3 sigma of
+        # that condition's centre, and the sample mean is within 1 sigma of it.
+        assert (dist <= 3 * CONDITIONAL_RING_STD).mean() >= 0.8, (angle, dist.mean())
+        assert np.linalg.norm(samples.mean(0) - centre) <= CONDITIONAL_RING_STD, angle

@@ -1,0 +1,96 @@
+"""The job spec: minimal specs work, published defaults fill in, bad keys are named."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+from pydantic import ValidationError
+
+from models.spec import OBJECTIVE_NAMES, JobSpec
+
+MINIMAL = {"objective": "wgan-gp", "architecture": "mlp", "dataset": {"uri": "builtin://8gaussians"}}
+
+
+def test_minimal_spec_takes_the_wgan_gp_papers_defaults():
+    spec = JobSpec.model_validate(MINIMAL)
+    t = spec.training
+    assert (t.optimizer, t.lr_g, t.lr_d, t.betas, t.n_critic) == ("adam", 1e-4, 1e-4, (0.0, 0.9), 5)
+    assert spec.objective.gp_lambda == 10.0 and spec.objective.one_sided is False
+    assert spec.dataset.preprocessing == "standard"
+
+
+def test_wgan_takes_rmsprop_and_clipping_defaults():
+    spec = JobSpec.model_validate({**MINIMAL, "objective": {"name": "wgan"}})
+    assert spec.training.optimizer == "rmsprop" and spec.training.lr_d == 5e-5
+    assert spec.training.n_critic == 5 and spec.objective.clip == 0.01
+
+
+def test_explicit_training_values_win_over_defaults():
+    spec = JobSpec.model_validate({**MINIMAL, "training": {"lr_g": 3e-4, "n_critic": 2}})
+    assert spec.training.lr_g == 3e-4 and spec.training.n_critic == 2
+    assert spec.training.lr_d == 1e-4
+
+
+def test_dcgan_defaults_to_minmax_scaling_for_its_tanh_output():
+    spec = JobSpec.model_validate({**MINIMAL, "architecture": "dcgan",
+                                   "dataset": {"uri": "builtin://digits"}})
+    assert spec.dataset.preprocessing == "minmax"
+
+
+@pytest.mark.parametrize(
+    ("patch", "location"),
+    [
+        ({"objective": {"name": "wgan", "clp": 0.1}}, ("objective", "wgan", "clp")),
+        ({"training": {"stepz": 5}}, ("training", "stepz")),
+        ({"dataset": {"uri": "builtin://8gaussians", "colour": 1}}, ("dataset", "colour")),
+        ({"architecture": {"name": "mlp", "critic": {"wdth": 3}}}, ("architecture", "critic", "wdth")),
+        ({"banana": 1}, ("banana",)),
+    ],
+)
+def test_unknown_keys_are_rejected_with_their_location(patch, location):
+    with pytest.raises(ValidationError) as err:
+        JobSpec.model_validate({**MINIMAL, **patch})
+    locs = [e["loc"] for e in err.value.errors()]
+    assert location in locs
+
+
+def test_unknown_objective_lists_the_valid_names():
+    with pytest.raises(ValidationError) as err:
+        JobSpec.model_validate({**MINIMAL, "objective": "wgan-xx"})
+    message = str(err.value)
+    assert all(f"'{name}'" in message for name in OBJECTIVE_NAMES)
+
+
+def test_fgan_divergences_are_checked():
+    JobSpec.model_validate({**MINIMAL, "objective": {"name": "fgan", "divergence": "hellinger"}})
+    with pytest.raises(ValidationError, match="divergence"):
+        JobSpec.model_validate({**MINIMAL, "objective": {"name": "fgan", "divergence": "tv"}})
+
+
+def test_batch_norm_critic_is_refused_with_a_gradient_penalty():
+    bad = {**MINIMAL, "architecture": {"name": "mlp", "critic": {"norm": "batch"}}}
+    with pytest.raises(ValidationError, match="per-sample gradient penalty"):
+        JobSpec.model_validate(bad)
+    JobSpec.model_validate({**bad, "objective": "nsgan"})
+
+
+def test_bad_uri_scheme_and_roles():
+    with pytest.raises(ValidationError, match="unsupported URI scheme"):
+        JobSpec.model_validate({**MINIMAL, "dataset": {"uri": "ftp://host/x.csv"}})
+    with pytest.raises(ValidationError, match="more than one role"):
+        JobSpec.model_validate({**MINIMAL, "dataset": {"uri": "file:///d/x.csv",
+                                                       "features": ["p"], "conditions": ["p"]}})
+
+
+def test_spec_hash_is_stable_and_sensitive():
+    a = JobSpec.model_validate(MINIMAL)
+    b = JobSpec.model_validate(a.model_dump(mode="json"))  # a stored spec validates to itself
+    c = JobSpec.model_validate({**MINIMAL, "training": {"seed": 1}})
+    assert a.spec_hash() == b.spec_hash() != c.spec_hash()
+
+
+def test_importing_the_spec_does_not_load_torch():
+    code = "import sys, models.spec; assert 'torch' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True)
