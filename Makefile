@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 TORCH_PIN ?= torch==2.13.0
 PYTEST_ARGS ?=
 
-.PHONY: run test lint services venv clean
+.PHONY: run test lint services compose-tools venv clean
 
 venv: $(STAMP)
 
@@ -23,10 +23,19 @@ $(STAMP): pyproject.toml
 services:
 	@scripts/ensure-services.sh
 
+# `docker-compose config` validates docker-compose.yml in the tests (no engine needed). Installed
+# from Debian when missing and apt-get is usable (root); otherwise that one check skips.
+compose-tools:
+	@command -v docker-compose >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
+	  && { timeout 300 apt-get install -y -qq docker-compose >/dev/null 2>&1 \
+	       || { timeout 300 apt-get update -qq >/dev/null 2>&1 \
+	            && timeout 300 apt-get install -y -qq docker-compose >/dev/null 2>&1; }; } \
+	  || echo "docker-compose not installed: its check will skip"; }
+
 run: $(STAMP)
 	$(PY) -m service.launch
 
-test: $(STAMP) services
+test: $(STAMP) services compose-tools
 	@set +e; OMP_NUM_THREADS=1 $(PY) -m pytest -ra $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing"; exit 1; fi; exit $$rc
 

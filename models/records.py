@@ -1,0 +1,586 @@
+"""Durable state: jobs, models, uploads and the progress history, in SQL (SQLAlchemy Core).
+
+Torch-free: the API imports it. SQLite by default, PostgreSQL when the URL says so. The
+database is the authority on every job: a worker runs a job only after it has claimed it
+here with an atomic UPDATE (a lease it must keep renewing), and every later write of that
+worker is fenced by its lease token, so a worker that lost its lease cannot overwrite the
+state of the worker that took the job over.
+
+Timestamps are stored as naive UTC and returned timezone-aware.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Column,
+    DateTime,
+    Engine,
+    ForeignKey,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    and_,
+    create_engine,
+    event,
+    func,
+    insert,
+    or_,
+    select,
+    update,
+)
+from sqlalchemy.engine import Connection, RowMapping, make_url
+from sqlalchemy.exc import DBAPIError, IntegrityError
+
+QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLING, CANCELLED = (
+    "queued", "running", "succeeded", "failed", "cancelling", "cancelled"
+)
+STATUSES = (QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLING, CANCELLED)
+TERMINAL = frozenset({SUCCEEDED, FAILED, CANCELLED})
+
+metadata = MetaData()
+
+jobs = Table(
+    "jobs",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("status", String(16), nullable=False, index=True),
+    Column("spec", JSON, nullable=False),
+    Column("spec_hash", String(64), nullable=False),
+    Column("progress", JSON, nullable=True),
+    Column("error", Text, nullable=True),
+    Column("model_id", String(36), nullable=True),
+    Column("owner", String(255), nullable=True, index=True),  # for a later auth issue
+    Column("idempotency_key", String(255), nullable=True, unique=True),
+    Column("attempts", Integer, nullable=False, default=0),  # claims by a worker
+    Column("lease_owner", String(255), nullable=True),  # the claim's fencing token
+    Column("lease_until", DateTime, nullable=True),
+    Column("enqueued_at", DateTime, nullable=True),  # last time a message was sent for it
+    Column("created_at", DateTime, nullable=False),
+    Column("started_at", DateTime, nullable=True),
+    Column("finished_at", DateTime, nullable=True),
+)
+
+models = Table(
+    "models",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("job_id", String(36), ForeignKey("jobs.id"), nullable=False, index=True),
+    Column("metadata", JSON, nullable=False),
+    Column("onnx_uri", Text, nullable=False),
+    Column("onnx_sha256", String(64), nullable=False),
+    Column("created_at", DateTime, nullable=False),
+)
+
+job_events = Table(
+    "job_events",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("job_id", String(36), ForeignKey("jobs.id"), nullable=False, index=True),
+    Column("attempt", Integer, nullable=False),
+    Column("step", Integer, nullable=False),
+    Column("total_steps", Integer, nullable=False),
+    Column("losses", JSON, nullable=False),
+    Column("metrics", JSON, nullable=False),
+    Column("created_at", DateTime, nullable=False),
+)
+
+datasets = Table(
+    "datasets",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("filename", String(255), nullable=False),
+    Column("artifact_uri", Text, nullable=False),
+    Column("format", String(32), nullable=False),
+    Column("size", Integer, nullable=False),
+    Column("sha256", String(64), nullable=False),
+    Column("owner", String(255), nullable=True),
+    Column("created_at", DateTime, nullable=False),
+)
+
+
+def utcnow() -> datetime:
+    """Naive UTC, as stored."""
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+def _aware(value: datetime | None) -> datetime | None:
+    if value is None:
+        return None
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _row(row: RowMapping | None) -> dict[str, Any] | None:
+    if row is None:
+        return None
+    return {k: _aware(v) if isinstance(v, datetime) else v for k, v in row.items()}
+
+
+def normalise_url(url: str) -> str:
+    """postgresql:// uses psycopg 3 (installed), not psycopg2 (SQLAlchemy's default)."""
+    parsed = make_url(url)
+    if parsed.drivername in ("postgresql", "postgres"):
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    return parsed.render_as_string(hide_password=False)
+
+
+def make_engine(url: str) -> Engine:
+    url = normalise_url(url)
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        if parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(
+            url, connect_args={"check_same_thread": False, "timeout": 30}, pool_pre_ping=True
+        )
+
+        @event.listens_for(engine, "connect")
+        def _pragmas(dbapi_conn: Any, _record: Any) -> None:
+            # WAL: the API reads while a worker writes. Several processes share the file.
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA busy_timeout=30000")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.close()
+
+        return engine
+    return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10)
+
+
+@dataclass(frozen=True)
+class Reaped:
+    requeued: list[str]  # lease expired: back to queued, to be re-sent
+    failed: list[str]  # lease expired for the MAX_ATTEMPTS-th time
+    cancelled: list[str]  # lease expired while cancelling
+
+
+class Records:
+    """Every read and write of the service's state. One instance per process."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.engine = make_engine(url)
+        self._create_tables()
+
+    def _create_tables(self) -> None:
+        # Several processes may start at once: a concurrent CREATE loses the race harmlessly.
+        for attempt in range(3):
+            try:
+                metadata.create_all(self.engine)
+                return
+            except (IntegrityError, DBAPIError):
+                if attempt == 2:
+                    raise
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+    @contextmanager
+    def _tx(self) -> Iterator[Connection]:
+        with self.engine.begin() as conn:
+            yield conn
+
+    # --- jobs: the API's side ------------------------------------------------------------------
+
+    def create_job(
+        self,
+        spec: dict[str, Any],
+        spec_hash: str,
+        *,
+        idempotency_key: str | None = None,
+        owner: str | None = None,
+    ) -> tuple[dict[str, Any], bool]:
+        """(job, created). With an idempotency key already used, the existing job."""
+        if idempotency_key is not None:
+            existing = self.job_by_idempotency_key(idempotency_key)
+            if existing is not None:
+                return existing, False
+        job_id = str(uuid.uuid4())
+        now = utcnow()
+        try:
+            with self._tx() as conn:
+                conn.execute(
+                    insert(jobs).values(
+                        id=job_id,
+                        status=QUEUED,
+                        spec=spec,
+                        spec_hash=spec_hash,
+                        progress=None,
+                        owner=owner,
+                        idempotency_key=idempotency_key,
+                        attempts=0,
+                        enqueued_at=now,
+                        created_at=now,
+                    )
+                )
+        except IntegrityError:
+            # A concurrent request with the same key won the race.
+            if idempotency_key is None:
+                raise
+            existing = self.job_by_idempotency_key(idempotency_key)
+            if existing is None:
+                raise
+            return existing, False
+        job = self.get_job(job_id)
+        assert job is not None
+        return job, True
+
+    def job_by_idempotency_key(self, key: str) -> dict[str, Any] | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(jobs).where(jobs.c.idempotency_key == key)).mappings()
+            return _row(row.first())
+
+    def get_job(self, job_id: str) -> dict[str, Any] | None:
+        with self.engine.connect() as conn:
+            return _row(conn.execute(select(jobs).where(jobs.c.id == job_id)).mappings().first())
+
+    def list_jobs(
+        self,
+        *,
+        status: Sequence[str] | None = None,
+        owner: str | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> tuple[list[dict[str, Any]], int]:
+        cond = []
+        if status:
+            cond.append(jobs.c.status.in_(list(status)))
+        if owner is not None:
+            cond.append(jobs.c.owner == owner)
+        where = and_(*cond) if cond else None
+        query = select(jobs).order_by(jobs.c.created_at.desc(), jobs.c.id).limit(limit)
+        count = select(func.count()).select_from(jobs)
+        if where is not None:
+            query, count = query.where(where), count.where(where)
+        with self.engine.connect() as conn:
+            rows = [_row(r) for r in conn.execute(query.offset(offset)).mappings()]
+            total = int(conn.execute(count).scalar_one())
+        return [r for r in rows if r is not None], total
+
+    def mark_enqueued(self, job_id: str) -> None:
+        with self._tx() as conn:
+            conn.execute(update(jobs).where(jobs.c.id == job_id).values(enqueued_at=utcnow()))
+
+    def request_cancel(self, job_id: str) -> dict[str, Any] | None:
+        """queued -> cancelled at once; running -> cancelling (the worker stops at its next
+        step). Terminal jobs are left as they are. None: no such job."""
+        now = utcnow()
+        with self._tx() as conn:
+            conn.execute(
+                update(jobs)
+                .where(jobs.c.id == job_id, jobs.c.status == QUEUED)
+                .values(status=CANCELLED, finished_at=now, lease_owner=None, lease_until=None)
+            )
+            conn.execute(
+                update(jobs)
+                .where(jobs.c.id == job_id, jobs.c.status == RUNNING)
+                .values(status=CANCELLING)
+            )
+        return self.get_job(job_id)
+
+    def events_since(self, job_id: str, after_id: int = 0, limit: int = 1000) -> list[dict]:
+        query = (
+            select(job_events)
+            .where(job_events.c.job_id == job_id, job_events.c.id > after_id)
+            .order_by(job_events.c.id)
+            .limit(limit)
+        )
+        with self.engine.connect() as conn:
+            return [r for r in (_row(m) for m in conn.execute(query).mappings()) if r]
+
+    # --- jobs: the worker's side -------------------------------------------------------------
+
+    def claim(
+        self, job_id: str, token: str, lease_seconds: float, max_attempts: int
+    ) -> dict[str, Any] | None:
+        """Atomically take a job that is queued, or running under an expired lease.
+
+        Returns the job when this call won it, else None (another worker has it, or it is
+        finished or cancelled: the caller drops its message)."""
+        now = utcnow()
+        claimable = or_(
+            jobs.c.status == QUEUED,
+            and_(jobs.c.status == RUNNING, jobs.c.lease_until < now),
+        )
+        with self._tx() as conn:
+            result = conn.execute(
+                update(jobs)
+                .where(jobs.c.id == job_id, claimable, jobs.c.attempts < max_attempts)
+                .values(
+                    status=RUNNING,
+                    lease_owner=token,
+                    lease_until=now + timedelta(seconds=lease_seconds),
+                    attempts=jobs.c.attempts + 1,
+                    started_at=func.coalesce(jobs.c.started_at, now),
+                )
+            )
+            if result.rowcount != 1:
+                return None
+        return self.get_job(job_id)
+
+    def _fenced(self, job_id: str, token: str) -> Any:
+        return and_(
+            jobs.c.id == job_id,
+            jobs.c.lease_owner == token,
+            jobs.c.status.in_([RUNNING, CANCELLING]),
+        )
+
+    def heartbeat(self, job_id: str, token: str, lease_seconds: float) -> str | None:
+        """Extend the lease. Returns the job's status, or None when the lease was lost."""
+        until = utcnow() + timedelta(seconds=lease_seconds)
+        with self._tx() as conn:
+            result = conn.execute(
+                update(jobs).where(self._fenced(job_id, token)).values(lease_until=until)
+            )
+            if result.rowcount != 1:
+                return None
+            return conn.execute(select(jobs.c.status).where(jobs.c.id == job_id)).scalar_one()
+
+    def record_progress(
+        self,
+        job_id: str,
+        token: str,
+        *,
+        attempt: int,
+        step: int,
+        total_steps: int,
+        losses: dict[str, float],
+        metrics: dict[str, float],
+        lease_seconds: float,
+    ) -> bool:
+        now = utcnow()
+        progress = {"step": step, "total_steps": total_steps, "losses": losses, "metrics": metrics}
+        with self._tx() as conn:
+            result = conn.execute(
+                update(jobs)
+                .where(self._fenced(job_id, token))
+                .values(progress=progress, lease_until=now + timedelta(seconds=lease_seconds))
+            )
+            if result.rowcount != 1:
+                return False
+            conn.execute(
+                insert(job_events).values(
+                    job_id=job_id,
+                    attempt=attempt,
+                    step=step,
+                    total_steps=total_steps,
+                    losses=losses,
+                    metrics=metrics,
+                    created_at=now,
+                )
+            )
+        return True
+
+    def finish_succeeded(
+        self,
+        job_id: str,
+        token: str,
+        *,
+        model_id: str,
+        model_metadata: dict[str, Any],
+        onnx_uri: str,
+        onnx_sha256: str,
+    ) -> bool:
+        """Register the model and end the job, in one transaction. A job whose cancel arrived
+        after its last step still succeeds: the work is done."""
+        now = utcnow()
+        with self._tx() as conn:
+            result = conn.execute(
+                update(jobs)
+                .where(self._fenced(job_id, token))
+                .values(
+                    status=SUCCEEDED,
+                    model_id=model_id,
+                    finished_at=now,
+                    lease_owner=None,
+                    lease_until=None,
+                    error=None,
+                )
+            )
+            if result.rowcount != 1:
+                return False
+            conn.execute(
+                insert(models).values(
+                    id=model_id,
+                    job_id=job_id,
+                    metadata=model_metadata,
+                    onnx_uri=onnx_uri,
+                    onnx_sha256=onnx_sha256,
+                    created_at=now,
+                )
+            )
+        return True
+
+    def finish(self, job_id: str, token: str, status: str, error: str | None = None) -> bool:
+        """End a claimed job as failed or cancelled."""
+        assert status in (FAILED, CANCELLED)
+        with self._tx() as conn:
+            result = conn.execute(
+                update(jobs)
+                .where(self._fenced(job_id, token))
+                .values(
+                    status=status,
+                    error=error,
+                    finished_at=utcnow(),
+                    lease_owner=None,
+                    lease_until=None,
+                )
+            )
+            return result.rowcount == 1
+
+    def release(self, job_id: str, token: str) -> bool:
+        """Give a claimed job back (worker shutting down): queued again, this attempt not
+        counted; a job being cancelled ends cancelled."""
+        now = utcnow()
+        with self._tx() as conn:
+            conn.execute(
+                update(jobs)
+                .where(self._fenced(job_id, token), jobs.c.status == CANCELLING)
+                .values(status=CANCELLED, finished_at=now, lease_owner=None, lease_until=None)
+            )
+            result = conn.execute(
+                update(jobs)
+                .where(self._fenced(job_id, token))
+                .values(
+                    status=QUEUED,
+                    lease_owner=None,
+                    lease_until=None,
+                    enqueued_at=now,
+                    attempts=jobs.c.attempts - 1,
+                )
+            )
+            return result.rowcount == 1
+
+    def reap(self, max_attempts: int) -> Reaped:
+        """Jobs whose worker stopped renewing its lease (killed, machine lost).
+
+        Running ones go back to queued (the caller re-sends them; they resume from their
+        checkpoint), or fail once they have been claimed `max_attempts` times; cancelling
+        ones end cancelled. Each transition is a guarded UPDATE, so when several workers reap
+        at once each job is handled by exactly one of them."""
+        now = utcnow()
+        expired = and_(jobs.c.lease_until.is_not(None), jobs.c.lease_until < now)
+        requeued: list[str] = []
+        failed: list[str] = []
+        cancelled: list[str] = []
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(jobs.c.id, jobs.c.status, jobs.c.attempts, jobs.c.lease_owner).where(
+                    jobs.c.status.in_([RUNNING, CANCELLING]), expired
+                )
+            ).all()
+        for job_id, status, attempts, lease_owner in rows:
+            guard = and_(
+                jobs.c.id == job_id,
+                jobs.c.status == status,
+                jobs.c.lease_owner == lease_owner,
+                expired,
+            )
+            with self._tx() as conn:
+                if status == CANCELLING:
+                    values: dict[str, Any] = {"status": CANCELLED, "finished_at": now}
+                    target = cancelled
+                elif attempts >= max_attempts:
+                    values = {
+                        "status": FAILED,
+                        "finished_at": now,
+                        "error": f"the worker running this job was lost {attempts} times "
+                        f"(the last one: {lease_owner}); giving up after {max_attempts} attempts",
+                    }
+                    target = failed
+                else:
+                    values = {"status": QUEUED, "enqueued_at": now}
+                    target = requeued
+                result = conn.execute(
+                    update(jobs)
+                    .where(guard)
+                    .values(lease_owner=None, lease_until=None, **values)
+                )
+                if result.rowcount == 1:
+                    target.append(job_id)
+        return Reaped(requeued=requeued, failed=failed, cancelled=cancelled)
+
+    def stale_queued(self, older_than_seconds: float) -> list[str]:
+        """Queued jobs with no message sent for a while; marks them as re-sent now (so that
+        of several reapers one re-sends each job)."""
+        now = utcnow()
+        threshold = now - timedelta(seconds=older_than_seconds)
+        with self.engine.connect() as conn:
+            ids = conn.execute(
+                select(jobs.c.id).where(jobs.c.status == QUEUED, jobs.c.enqueued_at < threshold)
+            ).scalars().all()
+        won = []
+        for job_id in ids:
+            with self._tx() as conn:
+                result = conn.execute(
+                    update(jobs)
+                    .where(
+                        jobs.c.id == job_id,
+                        jobs.c.status == QUEUED,
+                        jobs.c.enqueued_at < threshold,
+                    )
+                    .values(enqueued_at=now)
+                )
+                if result.rowcount == 1:
+                    won.append(job_id)
+        return won
+
+    # --- models --------------------------------------------------------------------------------
+
+    def get_model(self, model_id: str) -> dict[str, Any] | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(models).where(models.c.id == model_id)).mappings().first()
+            return _row(row)
+
+    def list_models(self, *, limit: int = 50, offset: int = 0) -> tuple[list[dict], int]:
+        query = select(models).order_by(models.c.created_at.desc(), models.c.id)
+        with self.engine.connect() as conn:
+            rows = conn.execute(query.limit(limit).offset(offset)).mappings()
+            items = [r for r in (_row(m) for m in rows) if r]
+            total = int(conn.execute(select(func.count()).select_from(models)).scalar_one())
+        return items, total
+
+    # --- uploaded data sets ------------------------------------------------------------------
+
+    def create_dataset(
+        self,
+        dataset_id: str,
+        *,
+        filename: str,
+        artifact_uri: str,
+        format: str,
+        size: int,
+        sha256: str,
+        owner: str | None = None,
+    ) -> dict[str, Any]:
+        with self._tx() as conn:
+            conn.execute(
+                insert(datasets).values(
+                    id=dataset_id,
+                    filename=filename,
+                    artifact_uri=artifact_uri,
+                    format=format,
+                    size=size,
+                    sha256=sha256,
+                    owner=owner,
+                    created_at=utcnow(),
+                )
+            )
+        found = self.get_dataset(dataset_id)
+        assert found is not None
+        return found
+
+    def get_dataset(self, dataset_id: str) -> dict[str, Any] | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(datasets).where(datasets.c.id == dataset_id)).mappings()
+            return _row(row.first())

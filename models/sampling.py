@@ -1,0 +1,234 @@
+"""Sampling exported generators with ONNX Runtime (torch-free: the API imports it).
+
+The noise is drawn here with numpy from the request's seed, so the same model, seed and
+conditions give the same bytes. Sessions are cached per model (LRU). The CUDA execution
+provider is used when this onnxruntime build has it, the CPU one otherwise.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+
+CHUNK_ROWS = 65_536  # rows per ONNX Runtime call: bounds the memory of a large request
+
+FORMATS: dict[str, str] = {
+    "json": "application/json",
+    "csv": "text/csv",
+    "npy": "application/x-npy",
+    "arrow": "application/vnd.apache.arrow.stream",
+}
+# Accept-header media types understood, to the format they select.
+MEDIA_TYPES: dict[str, str] = {
+    "application/json": "json",
+    "text/csv": "csv",
+    "application/x-npy": "npy",
+    "application/npy": "npy",
+    "application/octet-stream": "npy",
+    "application/vnd.apache.arrow.stream": "arrow",
+    "application/vnd.apache.arrow.file": "arrow",
+}
+
+
+class SamplingError(ValueError):
+    """A request the model cannot serve (wrong conditions, bad n): a client error."""
+
+
+def preferred_providers() -> list[str]:
+    available = ort.get_available_providers()
+    if "CUDAExecutionProvider" in available:
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    return ["CPUExecutionProvider"]
+
+
+def _json_meta(meta: Mapping[str, str], key: str, default: Any) -> Any:
+    raw = meta.get(key)
+    if raw is None or raw == "":
+        return default
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError:
+        return raw
+
+
+@dataclass
+class LoadedModel:
+    session: ort.InferenceSession
+    feature_names: list[str]
+    condition_names: list[str]
+    latent_dim: int
+    provider: str  # the execution provider the session runs on
+    input_names: list[str]
+    output_name: str
+
+
+def load_model(path: Path | str, providers: Sequence[str] | None = None) -> LoadedModel:
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    session = ort.InferenceSession(
+        str(path), sess_options=options, providers=list(providers or preferred_providers())
+    )
+    meta = session.get_modelmeta().custom_metadata_map
+    inputs = {i.name: i for i in session.get_inputs()}
+    if "z" not in inputs:
+        raise ValueError(f"{path}: the generator has no input 'z' (inputs: {list(inputs)})")
+    latent = _json_meta(meta, "latent_dim", None)
+    if latent is None:
+        dim = inputs["z"].shape[1]
+        if not isinstance(dim, int):
+            raise ValueError(f"{path}: latent_dim neither in the metadata nor in the graph")
+        latent = dim
+    outputs = session.get_outputs()
+    output = next((o.name for o in outputs if o.name == "samples"), outputs[0].name)
+    n_out = outputs[0].shape[1] if len(outputs[0].shape) == 2 else None
+    features = _json_meta(meta, "feature_names", None)
+    if features is None:
+        features = [f"x{i}" for i in range(n_out if isinstance(n_out, int) else 0)]
+    conditions = _json_meta(meta, "condition_names", [])
+    if conditions and "conditions" not in inputs:
+        raise ValueError(f"{path}: condition_names given but the graph has no 'conditions'")
+    return LoadedModel(
+        session=session,
+        feature_names=list(features),
+        condition_names=list(conditions),
+        latent_dim=int(latent),
+        provider=session.get_providers()[0],
+        input_names=list(inputs),
+        output_name=output,
+    )
+
+
+def draw_noise(seed: int, n: int, latent_dim: int) -> np.ndarray:
+    """z ~ N(0, 1), [n, latent_dim] float32, from numpy's PCG64 seeded with `seed`."""
+    return np.random.default_rng(seed).standard_normal((n, latent_dim), dtype=np.float32)
+
+
+def sample(
+    model: LoadedModel, n: int, seed: int, conditions: np.ndarray | None = None
+) -> np.ndarray:
+    """n samples [n, F] float32. `conditions`: [n, C] physical values, or None (unconditional
+    models only)."""
+    if n < 1:
+        raise SamplingError("n must be at least 1")
+    c = len(model.condition_names)
+    if c and conditions is None:
+        raise SamplingError(f"this model needs the conditions {model.condition_names}")
+    if not c and conditions is not None and conditions.size:
+        raise SamplingError("this model is unconditional: it takes no conditions")
+    if c:
+        assert conditions is not None
+        conditions = np.ascontiguousarray(conditions, dtype=np.float32)
+        if conditions.shape != (n, c):
+            raise SamplingError(f"conditions must have shape ({n}, {c}), not {conditions.shape}")
+        if not np.all(np.isfinite(conditions)):
+            raise SamplingError("conditions must be finite numbers")
+    z = draw_noise(seed, n, model.latent_dim)
+    out = np.empty((n, len(model.feature_names)), dtype=np.float32)
+    for start in range(0, n, CHUNK_ROWS):
+        stop = min(start + CHUNK_ROWS, n)
+        feeds = {"z": z[start:stop]}
+        if c:
+            assert conditions is not None
+            feeds["conditions"] = conditions[start:stop]
+        (chunk,) = model.session.run([model.output_name], feeds)
+        out[start:stop] = chunk.reshape(stop - start, -1)
+    return out
+
+
+class ModelCache:
+    """onnxruntime sessions, one per model id, least recently used evicted."""
+
+    def __init__(self, size: int = 8, providers: Sequence[str] | None = None) -> None:
+        self.size = size
+        self.providers = list(providers) if providers else None
+        self._items: OrderedDict[str, LoadedModel] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, model_id: str, path: Path | str | Callable[[], Path | str]) -> LoadedModel:
+        """The cached session, or a new one from `path` (or from what `path()` returns: a
+        download runs only on a cache miss)."""
+        with self._lock:
+            if model_id in self._items:
+                self._items.move_to_end(model_id)
+                return self._items[model_id]
+        source = path() if callable(path) else path
+        loaded = load_model(source, self.providers)  # outside the lock: may take a while
+        with self._lock:
+            self._items[model_id] = loaded
+            self._items.move_to_end(model_id)
+            while len(self._items) > self.size:
+                self._items.popitem(last=False)
+        return loaded
+
+    def __contains__(self, model_id: str) -> bool:
+        return model_id in self._items
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+
+
+# --- encodings ------------------------------------------------------------------------------
+
+
+def choose_format(fmt: str | None, accept: str | None) -> str:
+    """The `format` query parameter wins; else the first Accept media type understood; else
+    json."""
+    if fmt:
+        fmt = fmt.lower()
+        if fmt not in FORMATS:
+            raise SamplingError(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
+        return fmt
+    if accept:
+        ranked = []
+        for i, part in enumerate(accept.split(",")):
+            media, *params = [p.strip() for p in part.split(";")]
+            q = 1.0
+            for param in params:
+                if param.startswith("q="):
+                    try:
+                        q = float(param[2:])
+                    except ValueError:
+                        q = 0.0
+            ranked.append((-q, i, media.lower()))
+        for _, _, media in sorted(ranked):
+            if media in MEDIA_TYPES:
+                return MEDIA_TYPES[media]
+    return "json"
+
+
+def encode(samples: np.ndarray, columns: Sequence[str], fmt: str) -> bytes:
+    if fmt == "json":
+        # float32 values widened to float64 exactly: JSON readers get the same numbers back.
+        body = {"columns": list(columns), "data": samples.astype(np.float64).tolist()}
+        return json.dumps(body, separators=(",", ":"), allow_nan=False).encode()
+    if fmt == "csv":
+        buf = io.StringIO()
+        writer = csv.writer(buf, lineterminator="\n")
+        writer.writerow(columns)
+        # 9 significant digits read back to the same float32.
+        np.savetxt(buf, samples, fmt="%.9g", delimiter=",")
+        return buf.getvalue().encode()
+    if fmt == "npy":
+        buf = io.BytesIO()
+        np.save(buf, np.ascontiguousarray(samples, dtype=np.float32), allow_pickle=False)
+        return buf.getvalue()
+    if fmt == "arrow":
+        import pyarrow as pa
+
+        table = pa.table({name: samples[:, i] for i, name in enumerate(columns)})
+        sink = io.BytesIO()
+        with pa.ipc.new_stream(sink, table.schema) as writer:
+            writer.write_table(table)
+        return sink.getvalue()
+    raise SamplingError(f"unknown format {fmt!r}")

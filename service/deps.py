@@ -1,0 +1,48 @@
+"""Dependencies of the routers, as Annotated aliases."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from celery import Celery
+from fastapi import Depends, Request
+
+from models.artifacts import ArtifactStore
+from models.records import Records
+from models.sampling import ModelCache
+from models.settings import Settings
+from service.state import Services
+
+
+def get_services(request: Request) -> Services:
+    return request.app.state.services
+
+
+ServicesDep = Annotated[Services, Depends(get_services)]
+
+
+def get_settings_dep(services: ServicesDep) -> Settings:
+    return services.settings
+
+
+def get_records(services: ServicesDep) -> Records:
+    return services.records
+
+
+def get_store(services: ServicesDep) -> ArtifactStore:
+    return services.store
+
+
+def get_sender(services: ServicesDep) -> Celery:
+    return services.sender
+
+
+def get_cache(services: ServicesDep) -> ModelCache:
+    return services.cache
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
+RecordsDep = Annotated[Records, Depends(get_records)]
+StoreDep = Annotated[ArtifactStore, Depends(get_store)]
+SenderDep = Annotated[Celery, Depends(get_sender)]
+CacheDep = Annotated[ModelCache, Depends(get_cache)]

@@ -1,0 +1,104 @@
+"""/v1/datasets: upload a file, get a dataset:// URI to train on."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import tempfile
+import uuid
+from pathlib import Path
+from typing import Annotated
+
+from fastapi import APIRouter, File, Request, Response, UploadFile
+from starlette.concurrency import run_in_threadpool
+
+from models.artifacts import upload_key
+from service.deps import RecordsDep, SettingsDep, StoreDep
+from service.problems import Problem, invalid, not_found
+from service.schemas import DatasetOut
+
+router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
+
+_SAFE = re.compile(r"[^A-Za-z0-9._-]+")
+SNIFF_EXTENSIONS = {
+    ".csv": "csv", ".tsv": "csv", ".parquet": "parquet", ".pq": "parquet", ".npy": "npy",
+    ".npz": "npz", ".h5": "hdf5", ".hdf5": "hdf5", ".root": "root", ".feather": "arrow",
+    ".arrow": "arrow",
+}
+
+
+def safe_filename(name: str | None) -> str:
+    base = Path(name or "data").name
+    base = _SAFE.sub("_", base).strip("._") or "data"
+    return base[-200:]
+
+
+def sniff(path: Path, filename: str) -> str:
+    """The file's format, by content (models.datasets.sniff_format); ValueError if unusable."""
+    try:
+        from models.datasets import sniff_format
+    except ImportError:  # the loaders are not there yet: trust the extension
+        fmt = SNIFF_EXTENSIONS.get(Path(filename).suffix.lower())
+        if fmt is None:
+            raise ValueError(f"unsupported file type {Path(filename).suffix!r}; "
+                             f"use one of {', '.join(sorted(SNIFF_EXTENSIONS))}") from None
+        return fmt
+    return str(sniff_format(path))
+
+
+def _to_out(row: dict) -> DatasetOut:
+    return DatasetOut(id=row["id"], uri=f"dataset://{row['id']}", filename=row["filename"],
+                      format=row["format"], size=row["size"], sha256=row["sha256"],
+                      created_at=row["created_at"])
+
+
+@router.post("", status_code=201, response_model=DatasetOut)
+async def upload_dataset(
+    file: Annotated[UploadFile, File(description="CSV, Parquet, NPY/NPZ, HDF5, ROOT...")],
+    request: Request,
+    response: Response,
+    records: RecordsDep,
+    store: StoreDep,
+    settings: SettingsDep,
+) -> DatasetOut:
+    """Store an uploaded file; use the returned `uri` (dataset://ID) in a job spec."""
+    limit = settings.MAX_UPLOAD_BYTES
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit + 1024 * 1024:
+        raise Problem(413, f"the file is larger than MAX_UPLOAD_BYTES={limit}",
+                      title="Upload too large", type="upload-too-large")
+    filename = safe_filename(file.filename)
+    digest = hashlib.sha256()
+    size = 0
+    with tempfile.TemporaryDirectory(prefix="upload-") as tmp:
+        local = Path(tmp) / filename
+        with open(local, "wb") as out:
+            while chunk := await file.read(1 << 20):
+                size += len(chunk)
+                if size > limit:
+                    raise Problem(413, f"the file is larger than MAX_UPLOAD_BYTES={limit}",
+                                  title="Upload too large", type="upload-too-large")
+                digest.update(chunk)
+                out.write(chunk)
+        if size == 0:
+            raise invalid("the uploaded file is empty", ["body", "file"])
+        try:
+            fmt = await run_in_threadpool(sniff, local, filename)
+        except (ValueError, OSError) as exc:
+            raise invalid(f"unreadable data file {filename!r}: {exc}", ["body", "file"]) from exc
+        dataset_id = str(uuid.uuid4())
+        uri = await run_in_threadpool(store.put_file, local, upload_key(dataset_id, filename))
+    row = await run_in_threadpool(
+        lambda: records.create_dataset(dataset_id, filename=filename, artifact_uri=uri,
+                                       format=fmt, size=size, sha256=digest.hexdigest())
+    )
+    response.headers["Location"] = f"/v1/datasets/{dataset_id}"
+    return _to_out(row)
+
+
+@router.get("/{dataset_id}", response_model=DatasetOut)
+def get_dataset(dataset_id: str, records: RecordsDep) -> DatasetOut:
+    row = records.get_dataset(dataset_id)
+    if row is None:
+        raise not_found("dataset", dataset_id)
+    return _to_out(row)

@@ -1,0 +1,174 @@
+"""/v1/jobs: submit, list, read, cancel, and watch (server-sent events)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Query, Request, Response
+from fastapi.responses import JSONResponse, StreamingResponse
+from starlette.concurrency import run_in_threadpool
+
+from models.records import CANCELLED, STATUSES, TERMINAL
+from models.spec import JobSpec
+from service.celery_client import send_train
+from service.deps import RecordsDep, SenderDep, SettingsDep
+from service.problems import Problem, invalid, not_found
+from service.schemas import JobList, JobOut, JobStatus
+from service.validation import check_dataset_uri
+
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+
+SSE_POLL_SECONDS = 0.5
+SSE_KEEPALIVE_SECONDS = 15.0
+
+
+@router.post("", status_code=202, response_model=JobOut,
+             responses={202: {"description": "queued; Location names the job"}})
+def submit_job(
+    spec: JobSpec,
+    response: Response,
+    records: RecordsDep,
+    settings: SettingsDep,
+    sender: SenderDep,
+    idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
+) -> JobOut:
+    """Queue a training job. The same `Idempotency-Key` returns the same job."""
+    spec_hash = spec.spec_hash()
+    if idempotency_key is not None:
+        existing = records.job_by_idempotency_key(idempotency_key)
+        if existing is not None:
+            return _replay(existing, spec_hash, response)
+    check_dataset_uri(spec.dataset.uri, settings, records)
+    job, created = records.create_job(
+        spec.model_dump(mode="json"), spec_hash, idempotency_key=idempotency_key
+    )
+    if not created:
+        return _replay(job, spec_hash, response)
+    send_train(sender, settings, job["id"])
+    response.headers["Location"] = f"/v1/jobs/{job['id']}"
+    return JobOut.from_row(job)
+
+
+def _replay(job: dict, spec_hash: str, response: Response) -> JobOut:
+    if job["spec_hash"] != spec_hash:
+        raise Problem(
+            422,
+            f"this Idempotency-Key was used for job {job['id']} with a different spec",
+            title="Idempotency-Key reused", type="idempotency-key-reused",
+        )
+    response.headers["Location"] = f"/v1/jobs/{job['id']}"
+    response.headers["Idempotent-Replayed"] = "true"
+    return JobOut.from_row(job)
+
+
+@router.get("", response_model=JobList)
+def list_jobs(
+    records: RecordsDep,
+    status: Annotated[list[JobStatus] | None, Query()] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> JobList:
+    """Newest first. `status` may be repeated (`?status=queued&status=running`)."""
+    items, total = records.list_jobs(status=status, limit=limit, offset=offset)
+    return JobList(items=[JobOut.from_row(j) for j in items], total=total, limit=limit,
+                   offset=offset)
+
+
+@router.get("/{job_id}", response_model=JobOut)
+def get_job(job_id: str, records: RecordsDep) -> JobOut:
+    job = records.get_job(job_id)
+    if job is None:
+        raise not_found("job", job_id)
+    return JobOut.from_row(job)
+
+
+@router.post("/{job_id}/cancel", response_model=JobOut,
+             responses={202: {"description": "running: the worker stops at its next step"}})
+def cancel_job(job_id: str, records: RecordsDep) -> JSONResponse:
+    """Cooperative: a queued job ends `cancelled` now; a running one becomes `cancelling` and
+    ends `cancelled` when its worker reaches its next step. A finished job: 409."""
+    before = records.get_job(job_id)
+    if before is None:
+        raise not_found("job", job_id)
+    job = records.request_cancel(job_id)
+    assert job is not None
+    if before["status"] in TERMINAL:
+        raise Problem(409, f"job {job_id} has already ended {before['status']}",
+                      title="Job already finished", type="job-finished")
+    body = JobOut.from_row(job).model_dump(mode="json")
+    return JSONResponse(body, status_code=200 if job["status"] == CANCELLED else 202)
+
+
+@router.get(
+    "/{job_id}/events",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"text/event-stream": {}},
+                     "description": "`progress` events (id: history row), `status` events on "
+                     "each change, and a last `end` event with the final job"}},
+)
+async def job_events(
+    job_id: str,
+    request: Request,
+    records: RecordsDep,
+    last_event_id: Annotated[str | None, Header()] = None,
+) -> StreamingResponse:
+    """Server-sent events: the progress history from the start (or after `Last-Event-ID`),
+    then live; the stream ends with an `end` event carrying the final job."""
+    job = await run_in_threadpool(records.get_job, job_id)
+    if job is None:
+        raise not_found("job", job_id)
+    try:
+        after = int(last_event_id) if last_event_id else 0
+    except ValueError as exc:
+        raise invalid("Last-Event-ID must be an event id sent by this stream",
+                      ["header", "last-event-id"]) from exc
+
+    async def stream() -> AsyncIterator[str]:
+        last_id = after
+        last_status = None
+        last_sent = time.monotonic()
+        yield "retry: 2000\n\n"
+        while True:
+            events = await run_in_threadpool(records.events_since, job_id, last_id)
+            for ev in events:
+                last_id = ev["id"]
+                yield _progress_event(ev)
+                last_sent = time.monotonic()
+            current = await run_in_threadpool(records.get_job, job_id)
+            if current is None:  # deleted under us
+                return
+            body = JobOut.from_row(current).model_dump_json()
+            if current["status"] in TERMINAL:
+                # Events written between the two reads above come first.
+                for ev in await run_in_threadpool(records.events_since, job_id, last_id):
+                    yield _progress_event(ev)
+                yield f"event: end\ndata: {body}\n\n"
+                return
+            if current["status"] != last_status:
+                last_status = current["status"]
+                yield f"event: status\ndata: {body}\n\n"
+                last_sent = time.monotonic()
+            if time.monotonic() - last_sent > SSE_KEEPALIVE_SECONDS:
+                yield ": keep-alive\n\n"
+                last_sent = time.monotonic()
+            if await request.is_disconnected():
+                return
+            await asyncio.sleep(SSE_POLL_SECONDS)
+
+    return StreamingResponse(
+        stream(), media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
+
+
+def _progress_event(ev: dict) -> str:
+    data = {"step": ev["step"], "total_steps": ev["total_steps"], "losses": ev["losses"],
+            "metrics": ev["metrics"], "attempt": ev["attempt"]}
+    return f"id: {ev['id']}\nevent: progress\ndata: {json.dumps(data)}\n\n"
+
+
+__all__ = ["router", "STATUSES"]

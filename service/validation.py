@@ -1,0 +1,75 @@
+"""Checks a job spec must pass before it is queued, beyond the spec's own validation."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+from models.records import Records
+from models.settings import Settings
+from service.problems import invalid
+
+URI_LOC: list[str | int] = ["body", "dataset", "uri"]
+
+# The builtin toy sets (docs/internals.md); models.datasets.BUILTINS wins when it exists.
+KNOWN_BUILTINS = ("8gaussians", "25gaussians", "swissroll", "conditional-ring", "digits")
+
+
+def builtin_names() -> tuple[str, ...]:
+    try:  # torch-free module, but written by others: fall back to the documented list
+        from models.datasets import builtin
+
+        names = getattr(builtin, "BUILTINS", None)
+        if names:
+            return tuple(names)
+    except ImportError:
+        pass
+    return KNOWN_BUILTINS
+
+
+def _under(path: Path, roots: list[Path]) -> bool:
+    real = os.path.realpath(path)
+    for root in roots:
+        root_real = os.path.realpath(root)
+        if real == root_real or real.startswith(root_real.rstrip(os.sep) + os.sep):
+            return True
+    return False
+
+
+def check_dataset_uri(uri: str, settings: Settings, records: Records) -> None:
+    """Raise a 422 Problem when a worker would refuse the URI (or could not find it)."""
+    parsed = urlparse(uri)
+    scheme = parsed.scheme
+    if scheme == "builtin":
+        name = parsed.netloc or parsed.path.lstrip("/")
+        names = builtin_names()
+        if name not in names:
+            raise invalid(f"unknown builtin data set {name!r}; builtins: {', '.join(names)}",
+                          URI_LOC)
+    elif scheme == "file":
+        if parsed.netloc not in ("", "localhost"):
+            raise invalid(f"file:// URIs name a local path (file:///abs/path), not host "
+                          f"{parsed.netloc!r}", URI_LOC)
+        path = Path(unquote(parsed.path))
+        roots = list(settings.DATA_ROOTS)
+        if not path.is_absolute() or not _under(path, roots):
+            shown = ", ".join(str(r) for r in roots) or "(none configured)"
+            raise invalid(f"{uri} is outside the allowed data roots ({shown}); set DATA_ROOTS "
+                          "or upload the file with POST /v1/datasets", URI_LOC)
+        if not Path(os.path.realpath(path)).is_file():
+            raise invalid(f"no such file: {path}", URI_LOC)
+    elif scheme == "dataset":
+        dataset_id = parsed.netloc or parsed.path.lstrip("/")
+        if records.get_dataset(dataset_id) is None:
+            raise invalid(f"no uploaded data set {dataset_id!r} (POST /v1/datasets first)",
+                          URI_LOC)
+    elif scheme in ("http", "https", "s3"):
+        host = (parsed.hostname or "").lower()
+        allowed = [h.lower() for h in settings.ALLOWED_HOSTS]
+        if not host or host not in allowed:
+            what = "bucket" if scheme == "s3" else "host"
+            raise invalid(f"{what} {host!r} is not allowed for {scheme}:// data sets; allowed: "
+                          f"{', '.join(allowed) or '(none: set ALLOWED_HOSTS)'}", URI_LOC)
+    else:
+        raise invalid(f"unsupported URI scheme {scheme!r}", URI_LOC)

@@ -1,0 +1,302 @@
+"""Shared fixtures: databases (SQLite and a throw-away PostgreSQL database), a small ONNX
+generator made with the onnx helper API, and the live stack (uvicorn API + Celery worker as
+real subprocesses against the real Redis, with a queue and key prefix unique to the session).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PG_ADMIN_URL = os.environ.get("TEST_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/test")
+TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+SESSION_TAG = uuid.uuid4().hex[:10]
+
+# The quick job of the tests: 8 Gaussians, small MLPs.
+FAST_SPEC: dict = {
+    "objective": "wgan-gp",
+    "architecture": {"name": "mlp", "generator": {"width": 32, "depth": 2},
+                     "critic": {"width": 32, "depth": 2}},
+    "dataset": {"uri": "builtin://8gaussians", "max_rows": 2000},
+    "training": {"steps": 60, "batch_size": 64, "checkpoint_every": 20, "log_every": 10},
+}
+
+
+# --- services ---------------------------------------------------------------------------------
+
+
+def redis_up(url: str = TEST_REDIS_URL) -> bool:
+    try:
+        import redis
+
+        return bool(redis.Redis.from_url(url, socket_connect_timeout=1).ping())
+    except Exception:
+        return False
+
+
+def _pg_connect(url: str):  # type: ignore[no-untyped-def]
+    import psycopg
+
+    return psycopg.connect(url, autocommit=True, connect_timeout=3)
+
+
+@pytest.fixture(scope="session")
+def pg_url() -> Iterator[str]:
+    """A PostgreSQL database of its own for this test session, dropped at the end."""
+    try:
+        admin = _pg_connect(PG_ADMIN_URL)
+    except Exception as exc:
+        pytest.skip(f"PostgreSQL not reachable at {PG_ADMIN_URL}: {exc}")
+    name = f"gan_test_{SESSION_TAG}"
+    with admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    base = PG_ADMIN_URL.rsplit("/", 1)[0]
+    try:
+        yield f"{base}/{name}"
+    finally:
+        with _pg_connect(PG_ADMIN_URL) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Each test that takes it runs on SQLite and on PostgreSQL."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'gan.db'}"
+    url: str = request.getfixturevalue("pg_url")
+    # Tables of an earlier test are emptied: tests must not see each other's rows.
+    from models.records import Records, metadata
+
+    records = Records(url)
+    with records.engine.begin() as conn:
+        for table in reversed(metadata.sorted_tables):
+            conn.execute(table.delete())
+    records.dispose()
+    return url
+
+
+# --- a small ONNX generator ---------------------------------------------------------------------
+
+
+def make_linear_onnx(
+    path: Path,
+    *,
+    latent_dim: int = 2,
+    features: Sequence[str] = ("x", "y"),
+    conditions: Sequence[str] = (),
+    weight: np.ndarray | None = None,
+    bias: np.ndarray | None = None,
+    cond_weight: np.ndarray | None = None,
+) -> Path:
+    """samples = z @ W + conditions @ V + b, with the metadata the exporter writes."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    f, c = len(features), len(conditions)
+    w = weight if weight is not None else np.eye(latent_dim, f, dtype=np.float32)
+    b = bias if bias is not None else np.zeros(f, dtype=np.float32)
+    inits = [numpy_helper.from_array(w.astype(np.float32), "W"),
+             numpy_helper.from_array(b.astype(np.float32), "b")]
+    inputs = [helper.make_tensor_value_info("z", TensorProto.FLOAT, ["N", latent_dim])]
+    nodes = [helper.make_node("MatMul", ["z", "W"], ["zw"])]
+    last = "zw"
+    if c:
+        v = cond_weight if cond_weight is not None else np.ones((c, f), dtype=np.float32)
+        inits.append(numpy_helper.from_array(v.astype(np.float32), "V"))
+        inputs.append(helper.make_tensor_value_info("conditions", TensorProto.FLOAT, ["N", c]))
+        nodes += [helper.make_node("MatMul", ["conditions", "V"], ["cv"]),
+                  helper.make_node("Add", ["zw", "cv"], ["zwcv"])]
+        last = "zwcv"
+    nodes.append(helper.make_node("Add", [last, "b"], ["samples"]))
+    graph = helper.make_graph(
+        nodes, "linear", inputs,
+        [helper.make_tensor_value_info("samples", TensorProto.FLOAT, ["N", f])], inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    for key, value in {
+        "feature_names": json.dumps(list(features)),
+        "condition_names": json.dumps(list(conditions)),
+        "latent_dim": str(latent_dim),
+        "objective": "wgan-gp",
+        "image_shape": "null",
+    }.items():
+        entry = model.metadata_props.add()
+        entry.key, entry.value = key, value
+    onnx.checker.check_model(model)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, str(path))
+    return path
+
+
+# --- the live stack: real processes ------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _popen(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    handle = open(log, "ab")  # noqa: SIM115  (kept open for the child's life)
+    return subprocess.Popen(args, cwd=ROOT, env=env, stdout=handle, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+
+
+def stop_process(proc: subprocess.Popen[bytes] | None, sig: int = signal.SIGTERM,
+                 timeout: float = 15) -> None:
+    """Signal the process's group (it leads one), then SIGKILL it if it lingers."""
+    if proc is None or proc.poll() is not None:
+        return
+    try:
+        os.killpg(proc.pid, sig)
+    except ProcessLookupError:
+        return
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.wait(10)
+
+
+class LiveStack:
+    """uvicorn + N Celery workers for one test, on the real Redis and a given database."""
+
+    def __init__(self, tmp: Path, database_url: str, **overrides: str) -> None:
+        self.tmp = tmp
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        tag = f"{SESSION_TAG}-{uuid.uuid4().hex[:6]}"
+        self.env = {
+            **os.environ,
+            "DATABASE_URL": database_url,
+            "REDIS_URL": TEST_REDIS_URL,
+            "REDIS_KEY_PREFIX": f"gantest-{tag}:",
+            "TASK_QUEUE": f"gpu-test-{tag}",
+            "ARTIFACT_ROOT": str(tmp / "artifacts"),
+            "WORK_ROOT": str(tmp / "work"),
+            "DATA_ROOTS": str(tmp / "data"),
+            "LEASE_SECONDS": "4",
+            "REQUEUE_AFTER_SECONDS": "4",
+            "API_PORT": str(self.port),
+            "OMP_NUM_THREADS": "1",
+            "OMP_WAIT_POLICY": "PASSIVE",
+            "PYTHONUNBUFFERED": "1",
+            "LOG_LEVEL": "INFO",
+            **overrides,
+        }
+        (tmp / "data").mkdir(parents=True, exist_ok=True)
+        self.api: subprocess.Popen[bytes] | None = None
+        self.workers: list[subprocess.Popen[bytes]] = []
+        self.client = httpx.Client(base_url=self.url, timeout=30)
+
+    def start_api(self) -> None:
+        self.api = _popen([sys.executable, "-m", "uvicorn", "service.main:app", "--host",
+                           "127.0.0.1", "--port", str(self.port), "--log-level", "warning"],
+                          self.env, self.tmp / "api.log")
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self.api.poll() is not None:
+                raise RuntimeError(f"the API exited:\n{self.log('api')}")
+            try:
+                if self.client.get("/healthz").status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.2)
+        raise RuntimeError(f"the API did not start:\n{self.log('api')}")
+
+    def start_worker(self) -> subprocess.Popen[bytes]:
+        n = len(self.workers)
+        proc = _popen([sys.executable, "-m", "worker"], self.env, self.tmp / f"worker{n}.log")
+        self.workers.append(proc)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise RuntimeError(f"worker exited:\n{self.log(f'worker{n}')}")
+            if "ready." in self.log(f"worker{n}"):
+                return proc
+            time.sleep(0.2)
+        raise RuntimeError(f"worker did not start:\n{self.log(f'worker{n}')}")
+
+    def log(self, name: str) -> str:
+        path = self.tmp / f"{name}.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def logs(self) -> str:
+        names = ["api"] + [f"worker{i}" for i in range(len(self.workers))]
+        return "\n".join(f"===== {n} =====\n{self.log(n)[-6000:]}" for n in names)
+
+    def submit(self, spec: dict, **headers: str) -> dict:
+        r = self.client.post("/v1/jobs", json=spec, headers=headers)
+        assert r.status_code == 202, r.text
+        return dict(r.json())
+
+    def wait(self, job_id: str, statuses: Sequence[str], timeout: float = 180) -> dict:
+        deadline = time.monotonic() + timeout
+        job: dict = {}
+        while time.monotonic() < deadline:
+            job = self.client.get(f"/v1/jobs/{job_id}").json()
+            if job["status"] in statuses:
+                return job
+            time.sleep(0.25)
+        raise AssertionError(f"job {job_id} still {job.get('status')}; logs:\n{self.logs()}")
+
+    def wait_step(self, job_id: str, step: int, timeout: float = 180) -> dict:
+        deadline = time.monotonic() + timeout
+        job: dict = {}
+        while time.monotonic() < deadline:
+            job = self.client.get(f"/v1/jobs/{job_id}").json()
+            if job["progress"]["step"] >= step or job["status"] not in ("queued", "running"):
+                return job
+            time.sleep(0.1)
+        raise AssertionError(f"job {job_id} never reached step {step}; logs:\n{self.logs()}")
+
+    def close(self) -> None:
+        self.client.close()
+        for proc in self.workers:
+            stop_process(proc, signal.SIGQUIT)
+        stop_process(self.api)
+        try:  # the session's keys in the shared Redis
+            import redis
+
+            r = redis.Redis.from_url(TEST_REDIS_URL)
+            keys = list(r.scan_iter(f"{self.env['REDIS_KEY_PREFIX']}*"))
+            if keys:
+                r.delete(*keys)
+        except Exception:
+            pass
+
+
+@pytest.fixture
+def live_stack(tmp_path: Path) -> Iterator[type[LiveStack]]:
+    """A factory: `stack = live_stack(tmp_path, db_url)`; every stack made is closed."""
+    if not redis_up():
+        pytest.skip(f"Redis not reachable at {TEST_REDIS_URL} (make services)")
+    made: list[LiveStack] = []
+
+    class Tracked(LiveStack):
+        def __init__(self, *args: object, **kwargs: str) -> None:
+            super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+            made.append(self)
+
+    yield Tracked
+    for stack in made:
+        stack.close()

@@ -1,0 +1,147 @@
+"""The job store on SQLite and PostgreSQL: atomic claims, leases, fencing, the reaper."""
+
+from __future__ import annotations
+
+import threading
+import time
+from datetime import timedelta
+
+from sqlalchemy import update
+
+from models.records import Records, jobs, utcnow
+from tests.conftest import FAST_SPEC
+
+
+def expire(records: Records, job_id: str) -> None:
+    with records.engine.begin() as conn:
+        conn.execute(update(jobs).where(jobs.c.id == job_id)
+                     .values(lease_until=utcnow() - timedelta(seconds=1)))
+
+
+def test_claim_is_atomic(db_url: str) -> None:
+    records = Records(db_url)
+    job, created = records.create_job(FAST_SPEC, "h")
+    assert created and job["status"] == "queued" and job["attempts"] == 0
+    winners: list[str] = []
+
+    def claim(token: str) -> None:
+        other = Records(db_url)
+        if other.claim(job["id"], token, 60, 3) is not None:
+            winners.append(token)
+        other.dispose()
+
+    threads = [threading.Thread(target=claim, args=(f"w{i}",)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(winners) == 1
+    claimed = records.get_job(job["id"])
+    assert claimed is not None
+    assert claimed["status"] == "running" and claimed["lease_owner"] == winners[0]
+    assert claimed["attempts"] == 1 and claimed["started_at"] is not None
+    assert claimed["started_at"].tzinfo is not None
+    records.dispose()
+
+
+def test_lease_fencing_and_takeover(db_url: str) -> None:
+    records = Records(db_url)
+    job, _ = records.create_job(FAST_SPEC, "h")
+    jid = job["id"]
+    assert records.claim(jid, "old", 60, 3)
+    assert records.claim(jid, "new", 60, 3) is None  # lease still valid
+    assert records.heartbeat(jid, "old", 60) == "running"
+    expire(records, jid)
+    assert records.claim(jid, "new", 60, 3)  # expired lease: taken over
+    # the old worker is fenced out of every write
+    assert records.heartbeat(jid, "old", 60) is None
+    assert not records.record_progress(jid, "old", attempt=1, step=5, total_steps=60,
+                                       losses={}, metrics={}, lease_seconds=60)
+    assert not records.finish(jid, "old", "failed", "x")
+    assert not records.finish_succeeded(jid, "old", model_id="m0", model_metadata={},
+                                        onnx_uri="u", onnx_sha256="s")
+    assert records.record_progress(jid, "new", attempt=2, step=20, total_steps=60,
+                                   losses={"critic": 1.5}, metrics={}, lease_seconds=60)
+    assert [e["step"] for e in records.events_since(jid)] == [20]
+    assert records.finish_succeeded(jid, "new", model_id="m1", model_metadata={"a": 1},
+                                    onnx_uri="u", onnx_sha256="s")
+    done = records.get_job(jid)
+    assert done is not None and done["status"] == "succeeded" and done["model_id"] == "m1"
+    assert done["attempts"] == 2 and done["lease_owner"] is None
+    model = records.get_model("m1")
+    assert model is not None and model["metadata"] == {"a": 1} and model["job_id"] == jid
+    assert records.claim(jid, "late", 60, 3) is None  # a late duplicate message is dropped
+    records.dispose()
+
+
+def test_reaper_requeues_then_fails(db_url: str) -> None:
+    records = Records(db_url)
+    jid = records.create_job(FAST_SPEC, "h")[0]["id"]
+    for attempt in (1, 2, 3):
+        assert records.claim(jid, f"w{attempt}", 60, 3)
+        assert records.reap(3).requeued == []  # lease valid
+        expire(records, jid)
+        reaped = records.reap(3)
+        if attempt < 3:
+            assert reaped.requeued == [jid] and reaped.failed == []
+            job = records.get_job(jid)
+            assert job is not None and job["status"] == "queued" and job["lease_owner"] is None
+        else:
+            assert reaped.failed == [jid]
+    job = records.get_job(jid)
+    assert job is not None and job["status"] == "failed" and "lost 3 times" in job["error"]
+    records.dispose()
+
+
+def test_cancel_paths(db_url: str) -> None:
+    records = Records(db_url)
+    queued = records.create_job(FAST_SPEC, "h")[0]["id"]
+    job = records.request_cancel(queued)
+    assert job is not None and job["status"] == "cancelled"
+    assert records.claim(queued, "w", 60, 3) is None
+    running = records.create_job(FAST_SPEC, "h")[0]["id"]
+    records.claim(running, "w", 60, 3)
+    job = records.request_cancel(running)
+    assert job is not None and job["status"] == "cancelling"
+    assert records.heartbeat(running, "w", 60) == "cancelling"
+    assert records.finish(running, "w", "cancelled")
+    # a worker lost while cancelling: the reaper ends the job cancelled
+    lost = records.create_job(FAST_SPEC, "h")[0]["id"]
+    records.claim(lost, "w", 60, 3)
+    records.request_cancel(lost)
+    expire(records, lost)
+    assert records.reap(3).cancelled == [lost]
+    assert records.request_cancel("nope") is None
+    records.dispose()
+
+
+def test_release_and_stale_queued(db_url: str) -> None:
+    records = Records(db_url)
+    jid = records.create_job(FAST_SPEC, "h")[0]["id"]
+    records.claim(jid, "w", 60, 3)
+    assert records.release(jid, "w")
+    job = records.get_job(jid)
+    assert job is not None and job["status"] == "queued" and job["attempts"] == 0
+    assert records.stale_queued(3600) == []
+    time.sleep(0.05)
+    assert records.stale_queued(0.01) == [jid]
+    assert records.stale_queued(0.01) == []  # just marked as re-sent
+    records.dispose()
+
+
+def test_idempotency_key_race(db_url: str) -> None:
+    records = Records(db_url)
+    ids: list[str] = []
+
+    def create() -> None:
+        other = Records(db_url)
+        ids.append(other.create_job(FAST_SPEC, "h", idempotency_key="same")[0]["id"])
+        other.dispose()
+
+    threads = [threading.Thread(target=create) for _ in range(5)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(set(ids)) == 1 and records.list_jobs()[1] == 1
+    records.dispose()

@@ -1,0 +1,94 @@
+"""models.sampling and models.settings: noise, formats, sessions, providers, configuration."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+from models import sampling
+from models.settings import Settings
+from tests.conftest import make_linear_onnx
+
+
+def test_chunked_noise_equals_one_draw(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    model = sampling.load_model(make_linear_onnx(tmp_path / "g.onnx", latent_dim=2))
+    whole = sampling.sample(model, 1000, seed=5)
+    monkeypatch.setattr(sampling, "CHUNK_ROWS", 7)
+    chunked = sampling.sample(model, 1000, seed=5)
+    assert np.array_equal(whole, chunked)
+    assert np.array_equal(whole, sampling.draw_noise(5, 1000, 2))  # identity weights
+
+
+def test_session_cache_is_lru(tmp_path: Path) -> None:
+    cache = sampling.ModelCache(size=2)
+    paths = [make_linear_onnx(tmp_path / f"g{i}.onnx") for i in range(3)]
+    a = cache.get("a", paths[0])
+    assert cache.get("a", lambda: 1 / 0) is a  # a hit never calls the factory
+    cache.get("b", paths[1])
+    cache.get("a", paths[0])
+    cache.get("c", paths[2])
+    assert "a" in cache and "c" in cache and "b" not in cache
+
+
+def test_provider_is_cpu_without_cuda(tmp_path: Path) -> None:
+    model = sampling.load_model(make_linear_onnx(tmp_path / "g.onnx"))
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        assert model.provider == "CUDAExecutionProvider"
+    else:
+        assert sampling.preferred_providers() == ["CPUExecutionProvider"]
+        assert model.provider == "CPUExecutionProvider"
+
+
+@pytest.mark.gpu
+def test_cuda_provider_when_a_gpu_is_there(tmp_path: Path) -> None:
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        pytest.skip("no CUDA: this onnxruntime build has no CUDAExecutionProvider "
+                    "(install onnxruntime-gpu on a machine with an NVIDIA GPU)")
+    model = sampling.load_model(make_linear_onnx(tmp_path / "g.onnx"))
+    assert model.provider == "CUDAExecutionProvider"
+    cpu = sampling.load_model(tmp_path / "g.onnx", ["CPUExecutionProvider"])
+    assert np.allclose(sampling.sample(model, 100, 1), sampling.sample(cpu, 100, 1), atol=1e-5)
+
+
+def test_conditions_checked(tmp_path: Path) -> None:
+    model = sampling.load_model(make_linear_onnx(tmp_path / "g.onnx", conditions=("p",)))
+    assert model.condition_names == ["p"]
+    with pytest.raises(sampling.SamplingError):
+        sampling.sample(model, 3, 0)
+    with pytest.raises(sampling.SamplingError):
+        sampling.sample(model, 3, 0, np.zeros((2, 1)))
+    with pytest.raises(sampling.SamplingError):
+        sampling.sample(model, 1, 0, np.array([[np.nan]]))
+    assert sampling.sample(model, 3, 0, np.zeros((3, 1))).shape == (3, 2)
+
+
+def test_choose_format() -> None:
+    assert sampling.choose_format(None, None) == "json"
+    assert sampling.choose_format("NPY", "text/csv") == "npy"
+    assert sampling.choose_format(None, "text/html, text/csv;q=0.5, application/x-npy") == "npy"
+    assert sampling.choose_format(None, "text/csv;q=0.9, application/json;q=0.1") == "csv"
+    assert sampling.choose_format(None, "*/*") == "json"
+    with pytest.raises(sampling.SamplingError):
+        sampling.choose_format("xml", None)
+
+
+def test_settings_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DATA_ROOTS", "/a, /b")
+    monkeypatch.setenv("ALLOWED_HOSTS", '["x.org", "y.org"]')
+    monkeypatch.setenv("REDIS_URL", "redis://h:6379/2")
+    monkeypatch.setenv("REDIS_KEY_PREFIX", "p:")
+    monkeypatch.setenv("LEASE_SECONDS", "30")
+    s = Settings()
+    assert s.DATA_ROOTS == [Path("/a"), Path("/b")] and s.ALLOWED_HOSTS == ["x.org", "y.org"]
+    assert s.reaper_interval == 10
+    conf = s.celery_config()
+    assert conf["broker_url"] == "redis://h:6379/2"
+    assert conf["broker_transport_options"] == {"visibility_timeout": 7 * 24 * 3600,
+                                                "global_keyprefix": "p:"}
+    monkeypatch.delenv("REDIS_URL")
+    defaults = Settings()
+    assert defaults.DATABASE_URL == "sqlite:///var/gan.db" and defaults.broker_url is None
+    assert defaults.MAX_SAMPLES_PER_REQUEST == 1_000_000 and defaults.TASK_QUEUE == "gpu"
