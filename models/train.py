@@ -29,7 +29,7 @@ CHECKPOINT_NAME = "checkpoint.pt"
 
 
 class Cancelled(Exception):
-    """should_stop() asked the loop to stop; the last checkpoint is kept."""
+    """should_stop() asked the loop to stop; a checkpoint of the steps done was written."""
 
 
 @dataclass
@@ -198,6 +198,7 @@ def train(
     tic, tic_step = time.perf_counter(), start_step
     for step in range(start_step, t.steps):
         if should_stop is not None and should_stop():
+            checkpoint(step)  # a job handed back or cancelled loses no finished step
             raise Cancelled(f"cancelled at step {step}")
 
         for _ in range(t.n_critic):

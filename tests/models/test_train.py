@@ -101,24 +101,37 @@ def test_same_spec_and_seed_give_the_same_generator_on_cpu():
     assert not all(torch.equal(a[k], c.generator.state_dict()[k]) for k in a)
 
 
+class Crash(Exception):
+    """Stands for a worker killed mid-training: nothing runs after it."""
+
+
+@pytest.mark.parametrize("interruption", ["cancel", "crash"])
 @pytest.mark.parametrize("objective", [{"name": "wgan-gp"}, {"name": "cramer", "feature_dim": 8},
                                        {"name": "nsgan"}])
-def test_resume_from_checkpoint_equals_an_uninterrupted_run(tmp_path, objective):
+def test_resume_from_checkpoint_equals_an_uninterrupted_run(tmp_path, objective, interruption):
     spec = small_spec(objective, steps=12, ema=0.9, checkpoint_every=5,
                       critic={"spectral_norm": objective["name"] == "nsgan"})
     data = toy_data(conditional=True, weights=True)
     straight = train(spec, data, workdir=tmp_path / "straight")
 
-    calls = {"n": 0}
+    if interruption == "cancel":
+        # Cancelled before step 9: the loop checkpoints the 8 steps done.
+        seen: list[int] = []
+        with pytest.raises(Cancelled):
+            train(spec, data, workdir=tmp_path / "resumed", on_progress=lambda p: seen.append(p.step),
+                  should_stop=lambda: len(seen) >= 8)
+        expected_start = 8
+    else:
+        # Killed after step 8: only the periodic checkpoint of step 5 survives.
+        def crash_at_8(p: Progress) -> None:
+            if p.step == 8:
+                raise Crash
 
-    def stop_at_step_8() -> bool:
-        calls["n"] += 1
-        return calls["n"] > 8
-
-    with pytest.raises(Cancelled):
-        train(spec, data, workdir=tmp_path / "resumed", should_stop=stop_at_step_8)
+        with pytest.raises(Crash):
+            train(spec, data, workdir=tmp_path / "resumed", on_progress=crash_at_8)
+        expected_start = 5
     resumed = train(spec, data, workdir=tmp_path / "resumed")
-    assert resumed.resumed_from == 5
+    assert resumed.resumed_from == expected_start
     for part in ("generator", "critic"):
         a, b = getattr(straight, part).state_dict(), getattr(resumed, part).state_dict()
         assert a.keys() == b.keys()

@@ -1,0 +1,117 @@
+"""From a Table and a DatasetSpec to a validated Dataset: roles, dtypes, values."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from models.datasets.base import MIN_ROWS, DataError, Dataset, Table, shown
+from models.spec import DatasetSpec
+
+
+def _expand(names: Sequence[str], table: Table) -> list[str]:
+    out: list[str] = []
+    for name in names:
+        out.extend(table.aliases.get(name, [name]))
+    return out
+
+
+def resolve_roles(table: Table, spec: DatasetSpec) -> tuple[list[str], list[str], str | None]:
+    """(features, conditions, weights) column names, or DataError for unknown or clashing ones."""
+    conditions = _expand(spec.conditions, table) or list(table.default_conditions)
+    weights = spec.weights
+    if spec.features is not None:
+        features = _expand(spec.features, table)
+    else:
+        candidates = table.default_features if table.default_features is not None else (
+            table.columns)
+        features = [c for c in candidates if c not in conditions and c != weights]
+
+    named = features + conditions + ([weights] if weights else [])
+    unknown = [c for c in dict.fromkeys(named) if c not in table.columns]
+    if unknown:
+        raise DataError(f"unknown column(s) {', '.join(repr(c) for c in unknown)} in "
+                        f"{table.label}; available columns: {shown(table.columns)}")
+    clashing = sorted({c for c in named if named.count(c) > 1})
+    if clashing:
+        raise DataError(f"columns used in more than one role in {table.label}: {clashing}")
+    if not features:
+        raise DataError(f"no feature columns in {table.label}: every column is a condition or "
+                        "the weight")
+    return features, conditions, weights
+
+
+def _numeric(name: str, values: np.ndarray, label: str) -> np.ndarray:
+    values = np.asarray(values)
+    if values.ndim != 1:
+        raise DataError(f"column {name!r} of {label} holds {values.shape[1:]}-shaped values per "
+                        "row; only one number per row can be used")
+    if values.dtype.kind in "biuf":
+        with np.errstate(over="ignore"):  # beyond float32 becomes inf, reported as such
+            return values.astype(np.float32)
+    example = ""
+    if values.dtype.kind in "OUS" and len(values):
+        bad = next((v for v in values.tolist() if not isinstance(v, int | float)), values[0])
+        example = f", e.g. {bad!r}"
+    raise DataError(f"column {name!r} of {label} is not numeric (dtype {values.dtype}"
+                    f"{example})")
+
+
+def _check_finite(columns: dict[str, np.ndarray], label: str) -> None:
+    bad = {n: int(np.count_nonzero(~np.isfinite(v))) for n, v in columns.items()}
+    bad = {n: k for n, k in bad.items() if k}
+    if bad:
+        n_rows = len(next(iter(columns.values())))
+        listed = "; ".join(f"column {n!r}: {k} of {n_rows} rows" for n, k in bad.items())
+        raise DataError(f"NaN or inf values (missing or beyond float32) in {label}: {listed}; "
+                        "drop or fill those rows first")
+
+
+def assemble(table: Table, spec: DatasetSpec) -> Dataset:
+    """Read the columns `spec` asks for and check them: DataError names every problem."""
+    features, conditions, weights = resolve_roles(table, spec)
+    needed = list(dict.fromkeys(features + conditions + ([weights] if weights else [])))
+    raw = {n: np.asarray(v)[: spec.max_rows] for n, v in table.read(needed, spec.max_rows).items()}
+
+    n_rows = len(raw[needed[0]])
+    if any(len(v) != n_rows for v in raw.values()):
+        lengths = {n: len(v) for n, v in raw.items()}
+        raise DataError(f"columns of {table.label} differ in length: {lengths}")
+    if n_rows == 0:  # before the dtype check: an empty CSV column has no numeric dtype
+        raise DataError(f"{table.label} holds no rows")
+    columns = {n: _numeric(n, raw[n], table.label) for n in needed}
+    if n_rows < MIN_ROWS:
+        raise DataError(f"{table.label} holds only {n_rows} rows; at least {MIN_ROWS} are "
+                        "needed to train")
+    _check_finite(columns, table.label)
+    for name in conditions:
+        values = columns[name]
+        if np.all(values == values[0]):
+            raise DataError(f"condition column {name!r} of {table.label} is constant "
+                            f"({values[0]:g}); a constant condition tells the model nothing")
+    w = None
+    if weights:
+        w = columns[weights]
+        total = float(w.astype(np.float64).sum())
+        if not total > 0:
+            raise DataError(f"weights column {weights!r} of {table.label} sums to {total:g}; "
+                            "it must sum to a positive number")
+
+    def stack(names: list[str]) -> np.ndarray:
+        if not names:
+            return np.zeros((n_rows, 0), dtype=np.float32)
+        return np.ascontiguousarray(np.stack([columns[n] for n in names], axis=1))
+
+    # The image layout and the true modes describe the builtin's own feature set only.
+    own = table.default_features is not None and features == table.default_features
+    return Dataset(
+        features=stack(features),
+        conditions=stack(conditions),
+        weights=w,
+        feature_names=features,
+        condition_names=conditions,
+        image_shape=table.image_shape if own else None,
+        modes=None if table.modes is None or not own else np.array(table.modes, dtype=np.float64),
+        mode_std=table.mode_std if own else None,
+    )

@@ -1,0 +1,76 @@
+"""The types every loader shares: the loaded `Dataset`, the `DataError` and the lazy `Table`.
+
+Torch-free and free of the heavy readers (pandas, h5py, uproot...): the API imports this
+package to validate uploads and list the builtin sets.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+# Fewer rows than this cannot fill even one typical batch, let alone fit quantiles: refuse.
+MIN_ROWS = 32
+
+
+class DataError(ValueError):
+    """Any problem with the data (where it lies, its format, its columns, its values)."""
+
+
+@dataclass
+class Dataset:
+    """A data set in physical units, ready for preprocessing.
+
+    `conditions` is [N, 0] for an unconditional set. `weights` are raw per-event weights
+    (sWeights may be negative); the trainer normalises them. `image_shape` (C, H, W) says the
+    features are the flattened pixels of an image. `modes`/`mode_std`: the true mode centres
+    [K, F] of a toy mixture and the per-coordinate std of each of its Gaussians.
+    """
+
+    features: np.ndarray
+    conditions: np.ndarray
+    weights: np.ndarray | None
+    feature_names: list[str]
+    condition_names: list[str]
+    image_shape: tuple[int, int, int] | None = None
+    modes: np.ndarray | None = None
+    mode_std: float | None = None
+
+    @property
+    def n_rows(self) -> int:
+        return int(self.features.shape[0])
+
+
+# read(names, max_rows) -> one 1-D array per requested name, at most max_rows long.
+Reader = Callable[[Sequence[str], int | None], Mapping[str, np.ndarray]]
+
+
+@dataclass
+class Table:
+    """The columns a source offers, read on demand so that only the columns a spec uses are
+    loaded (a ROOT tree or a Parquet file may hold hundreds).
+
+    `label` names the source in messages. `default_features` replaces "every column" when a
+    spec names no features (a builtin's label columns are no features); `default_conditions`
+    apply when a spec names no conditions; `aliases` expand one spec name into several columns.
+    `image_shape`, `modes` and `mode_std` hold only when the features are `default_features`.
+    """
+
+    label: str
+    columns: list[str]
+    read: Reader
+    default_features: list[str] | None = None
+    default_conditions: list[str] = field(default_factory=list)
+    aliases: dict[str, list[str]] = field(default_factory=dict)
+    image_shape: tuple[int, int, int] | None = None
+    modes: np.ndarray | None = None
+    mode_std: float | None = None
+
+
+def shown(names: Sequence[str], limit: int = 40) -> str:
+    """A column list for a message; long lists are cut so the message stays readable."""
+    head = ", ".join(repr(n) for n in names[:limit])
+    more = len(names) - limit
+    return f"{head}, ... ({more} more)" if more > 0 else head
