@@ -13,6 +13,7 @@ COPY pyproject.toml README.md ./
 COPY models ./models
 COPY service ./service
 COPY worker ./worker
+COPY cli ./cli
 # torch from PyPI (CUDA build on x86_64 Linux: the worker trains on the GPU when one is lent,
 # on the CPU otherwise). ORT_PACKAGE=onnxruntime-gpu gives the API the CUDA provider too.
 RUN pip install ".[s3]" \

@@ -3,21 +3,26 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
+import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from models.datasets import Dataset, load_dataset
+from models.datasets.base import MIN_ROWS, DataError
 from models.export import export_onnx
 from models.metrics import mode_coverage
 from models.spec import JobSpec
 from models.train import Cancelled, Progress, TrainedModel, train
 
 ONNX_NAME = "generator.onnx"
+REPORT_DIR = "report"  # under the work folder: report.json and plots/*.png
+log = logging.getLogger("models.pipeline")
 N_QUALITY_SAMPLES = 2500  # as in the VEEGAN / PacGAN mode-coverage tables
 
 __all__ = ["Cancelled", "JobResult", "Progress", "run_job", "sample_trained"]
@@ -27,6 +32,28 @@ __all__ = ["Cancelled", "JobResult", "Progress", "run_job", "sample_trained"]
 class JobResult:
     onnx_path: Path
     metadata: dict
+    report: dict | None = None  # models.report.build_report's dict (plots listed in it)
+    plots: dict[str, Path] = field(default_factory=dict)  # {name: PNG path}
+
+
+def split_holdout(data: Dataset, fraction: float, seed: int) -> tuple[Dataset, Dataset | None]:
+    """(training part, held-out part): a random permutation by `seed`, the same every run.
+    fraction 0: (data, None)."""
+    n_hold = int(round(data.n_rows * fraction))
+    if n_hold == 0:
+        return data, None
+    if data.n_rows - n_hold < MIN_ROWS:
+        raise DataError(f"holdout_fraction={fraction} leaves {data.n_rows - n_hold} training "
+                        f"rows of {data.n_rows}; at least {MIN_ROWS} are needed")
+    perm = np.random.default_rng(seed).permutation(data.n_rows)
+    hold, keep = np.sort(perm[:n_hold]), np.sort(perm[n_hold:])
+
+    def take(idx: np.ndarray) -> Dataset:
+        return dataclasses.replace(
+            data, features=data.features[idx], conditions=data.conditions[idx],
+            weights=data.weights[idx] if data.weights is not None else None)
+
+    return take(keep), take(hold)
 
 
 @torch.no_grad()
@@ -75,8 +102,17 @@ def run_job(
         spec.dataset, data_roots=data_roots, upload_resolver=upload_resolver,
         allowed_hosts=allowed_hosts,
     )
-    trained = train(spec, data, workdir=workdir, on_progress=on_progress, should_stop=should_stop)
+    train_data, held = split_holdout(data, spec.dataset.holdout_fraction, spec.training.seed)
+    trained = train(spec, train_data, workdir=workdir, on_progress=on_progress,
+                    should_stop=should_stop)
     metrics = quality_metrics(trained, data)
+    from models.quality_report import make_report  # noqa: PLC0415 (matplotlib: only here)
+
+    try:  # a trained model is not lost to a failing report: the report then says why
+        quality, plots = make_report(trained, train_data, held, workdir / REPORT_DIR)
+    except Exception as exc:
+        log.exception("the quality report failed")
+        quality, plots = {"error": f"{type(exc).__name__}: {exc}", "plots": []}, {}
 
     metadata = {
         "feature_names": json.dumps(trained.feature_names),
@@ -113,4 +149,6 @@ def run_job(
             "final_losses": last.losses if last else {},
             "metrics": metrics,
         },
+        report=quality,
+        plots=plots,
     )

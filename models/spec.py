@@ -187,6 +187,9 @@ class DatasetSpec(_Strict):
     preprocessing: Literal["standard", "quantile", "minmax", "none"] | None = None
     table: str | None = None
     max_rows: int | None = Field(None, ge=1)
+    # Share of the rows held out of training for the quality report (deterministic by
+    # training.seed); 0: none held out, the report then compares with the training rows.
+    holdout_fraction: float = Field(0.2, ge=0.0, lt=1.0)
 
     @field_validator("uri")
     @classmethod
@@ -230,6 +233,9 @@ class TrainingSpec(_Strict):
     checkpoint_every: int = Field(500, ge=1)
     log_every: int = Field(50, ge=1)
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    # A referee (pidgan): a small classifier trained alongside on real vs generated; its ROC
+    # AUC is measured every `referee_every` steps and reported in the progress. null: off.
+    referee_every: int | None = Field(None, ge=1)
 
     @field_validator("betas")
     @classmethod

@@ -23,6 +23,7 @@ from models.architectures import build_critic, build_generator
 from models.datasets import Dataset
 from models.objectives import get_objective
 from models.preprocessing import Transform, fit_transform
+from models.referee import Referee
 from models.spec import JobSpec, TrainingSpec
 
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -139,6 +140,8 @@ def train(
     # One scheduler step per generator step, for both optimisers.
     factor = (lambda i: max(0.0, 1 - i / t.steps)) if t.lr_schedule == "linear" else (lambda i: 1.0)
     schedulers = [torch.optim.lr_scheduler.LambdaLR(o, factor) for o in (opt_g, opt_d)]
+    referee = Referee(n_features, n_conditions, t.seed, device) if t.referee_every else None
+    referee_auc: float | None = None
 
     # --- resume ---------------------------------------------------------------------------------
     start_step, resumed_from = 0, None
@@ -156,6 +159,9 @@ def train(
             for sched, state in zip(schedulers, ckpt["schedulers"], strict=True):
                 sched.load_state_dict(state)
             _set_rng_state(ckpt["rng"])
+            if referee is not None and ckpt.get("referee"):
+                referee.load_state_dict(ckpt["referee"])
+                referee_auc = ckpt.get("referee_auc")
             start_step = resumed_from = int(ckpt["step"])
             history = [Progress(**p) for p in ckpt["history"]]
 
@@ -175,6 +181,8 @@ def train(
                 "schedulers": [sched.state_dict() for sched in schedulers],
                 "rng": _rng_state(),
                 "history": [vars(p) for p in history],
+                "referee": referee.state_dict() if referee is not None else {},
+                "referee_auc": referee_auc,
             },
             ckpt_path,
         )
@@ -223,6 +231,10 @@ def train(
             sched.step()
 
         done = step + 1
+        if referee is not None:
+            referee.update(real, fakes[0], cond, w)
+            if done % t.referee_every == 0 or done == t.steps:
+                referee_auc = referee.auc(G, x_all, a_all, 2 * t.batch_size, arch.latent_dim)
         if done % t.log_every == 0 or done == t.steps:
             elapsed = time.perf_counter() - tic
             rate = (done - tic_step) / elapsed if elapsed > 0 else 0.0
@@ -233,7 +245,9 @@ def train(
                 losses={"critic": d_loss.item(), "generator": g_loss.item()}
                 | {f"critic/{k}": v for k, v in d_logs.items()}
                 | {f"generator/{k}": v for k, v in g_logs.items()},
-                metrics={"steps_per_second": rate},
+                metrics={"steps_per_second": rate,
+                         "eta_seconds": (t.steps - done) / rate if rate > 0 else 0.0}
+                | ({"referee_auc": referee_auc} if referee_auc is not None else {}),
             )
             if not all(np.isfinite(v) for v in progress.losses.values()):
                 raise FloatingPointError(f"non-finite loss at step {done}: {progress.losses}")

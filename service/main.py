@@ -15,7 +15,7 @@ from starlette.concurrency import run_in_threadpool
 from models.settings import Settings, get_settings
 from service import problems
 from service.deps import ServicesDep
-from service.routers import datasets, jobs, models
+from service.routers import datasets, jobs, models, reports
 from service.state import Services
 
 DESCRIPTION = """Train GANs on tabular, toy or image data and sample them through ONNX Runtime.
@@ -42,6 +42,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(jobs.router)
     app.include_router(models.router)
     app.include_router(datasets.router)
+    app.include_router(reports.router)
 
     @app.get("/healthz", tags=["health"])
     def healthz(services: ServicesDep) -> JSONResponse:

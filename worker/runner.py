@@ -5,6 +5,7 @@ Imports torch only through models.pipeline, on the first job.
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
@@ -154,6 +155,20 @@ def _jsonable(value: Any) -> Any:
                                  else str(o)))
 
 
+def _store_report(store: ArtifactStore, model_id: str, result: Any) -> dict | None:
+    """The quality report's PNGs and JSON into the artifact store; the report goes into the
+    model's metadata too (GET /v1/models/{id}/report reads it from there)."""
+    from models.report_store import plot_key, report_key
+
+    report = getattr(result, "report", None)
+    if report is None:
+        return None
+    for name, path in getattr(result, "plots", {}).items():
+        store.put_file(Path(path), plot_key(model_id, name))
+    store.put_stream(io.BytesIO(json.dumps(_jsonable(report)).encode()), report_key(model_id))
+    return report
+
+
 def _restore_checkpoint(ctx: Context, job_id: str, workdir: Path) -> None:
     local = workdir / CHECKPOINT_NAME
     key = checkpoint_key(job_id)
@@ -229,7 +244,8 @@ def run(ctx: Context, job_id: str) -> str:
         model_id = str(uuid.uuid4())
         uri = store.put_file(result.onnx_path, model_key(model_id))
         sha = sha256_file(result.onnx_path)
-        meta = _jsonable({**result.metadata, "onnx_sha256": sha, "attempts": attempt})
+        meta = _jsonable({**result.metadata, "onnx_sha256": sha, "attempts": attempt,
+                          "report": _store_report(store, model_id, result)})
         if not records.finish_succeeded(job_id, token, model_id=model_id, model_metadata=meta,
                                         onnx_uri=uri, onnx_sha256=sha):
             store.delete(model_key(model_id).rsplit("/", 1)[0])

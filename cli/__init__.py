@@ -1,0 +1,1 @@
+"""`gan`: the command line of the GAN service (HTTP API only)."""

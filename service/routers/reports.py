@@ -1,0 +1,73 @@
+"""Judging a model: its quality report and plots (/v1/models/{id}/report, /plots/{name}.png),
+and the whole training curve of a job (/v1/jobs/{id}/metrics)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+from fastapi.responses import FileResponse, JSONResponse
+
+from models.report_store import PLOT_NAME, plot_key
+from service.deps import RecordsDep, StoreDep
+from service.problems import not_found
+
+router = APIRouter(tags=["reports"])
+
+
+def _report(records: RecordsDep, model_id: str) -> dict[str, Any]:
+    row = records.get_model(model_id)
+    if row is None:
+        raise not_found("model", model_id)
+    report = (row["metadata"] or {}).get("report")
+    if not report:
+        raise not_found("report of model", model_id)
+    return report
+
+
+@router.get("/v1/models/{model_id}/report")
+def get_report(model_id: str, records: RecordsDep) -> JSONResponse:
+    """The quality report computed by the worker at the end of training, on the held-out rows:
+    per-feature W1 / KS / means / stds, correlation difference, energy distance, classifier
+    two-sample AUC, per-condition bins, mode coverage or image measures, and `plots` (names for
+    `/v1/models/{id}/plots/{name}.png`)."""
+    report = _report(records, model_id)
+    body = {**report, "plot_urls": {name: f"/v1/models/{model_id}/plots/{name}.png"
+                                    for name in report.get("plots", [])}}
+    return JSONResponse(body)
+
+
+@router.get("/v1/models/{model_id}/plots/{name}.png", response_class=FileResponse,
+            responses={200: {"content": {"image/png": {}}}})
+def get_plot(model_id: str, name: str, records: RecordsDep, store: StoreDep) -> FileResponse:
+    """One PNG of the report (`plots` in the report lists the names)."""
+    report = _report(records, model_id)
+    if not PLOT_NAME.match(name) or name not in report.get("plots", []):
+        raise not_found("plot", f"{model_id}/{name}")
+    path = store.local_path(plot_key(model_id, name))
+    return FileResponse(path, media_type="image/png",
+                        headers={"Cache-Control": "public, max-age=86400"})
+
+
+@router.get("/v1/jobs/{job_id}/metrics")
+def get_job_metrics(job_id: str, records: RecordsDep) -> JSONResponse:
+    """The whole progress curve: one point per logged step (step, losses, metrics such as
+    referee_auc, steps_per_second and eta_seconds). A step logged again after a resume keeps
+    its latest value."""
+    if records.get_job(job_id) is None:
+        raise not_found("job", job_id)
+    by_step: dict[int, dict] = {}
+    after = 0
+    while True:
+        events = records.events_since(job_id, after, limit=1000)
+        for ev in events:
+            by_step[int(ev["step"])] = {
+                "step": ev["step"], "total_steps": ev["total_steps"], "losses": ev["losses"],
+                "metrics": ev["metrics"], "attempt": ev["attempt"],
+                "time": ev["created_at"].isoformat() if ev.get("created_at") else None,
+            }
+            after = ev["id"]
+        if len(events) < 1000:
+            break
+    points = [by_step[s] for s in sorted(by_step)]
+    return JSONResponse({"job_id": job_id, "points": points})
