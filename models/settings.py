@@ -52,6 +52,17 @@ class Settings(BaseSettings):
     MAX_SAMPLES_PER_REQUEST: int = Field(1_000_000, ge=1)
     MAX_UPLOAD_BYTES: int = Field(2 * 1024**3, ge=1)
     MODEL_CACHE_SIZE: int = Field(8, ge=1)  # ONNX Runtime sessions kept in memory
+    # Security and operations (issue 5): see README "Security and operations".
+    MAX_BODY_BYTES: int = Field(1024**2, ge=1)  # any request body but an upload
+    MAX_QUEUED_JOBS_PER_KEY: int = Field(20, ge=1)  # queued + running jobs of one owner
+    MAX_TRAINING_STEPS: int = Field(1_000_000, ge=1)  # training.steps above this: 422
+    MAX_JOB_SECONDS: float | None = Field(None, gt=0)  # training wall time; then failed
+    REQUEST_TIMEOUT_SECONDS: float = Field(60.0, gt=0)  # non-streaming requests; then 503
+
+    # --- access control -----------------------------------------------------------------------
+    # "name:scope+scope:sha256hex-of-the-key" entries (python -m service.auth NAME SCOPES).
+    API_KEYS: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    AUTH_REQUIRED: bool = False  # with no API_KEYS: refuse every request but health
 
     # --- queue and leases -----------------------------------------------------------------------
     TASK_QUEUE: str = "gpu"
@@ -69,8 +80,9 @@ class Settings(BaseSettings):
     API_HOST: str = "127.0.0.1"
     API_PORT: int = Field(8000, ge=0, le=65535)
     LOG_LEVEL: str = "INFO"
+    LOG_FORMAT: str = "text"  # "json": one JSON object a line, with job_id (issue 5)
 
-    @field_validator("DATA_ROOTS", "ALLOWED_HOSTS", mode="before")
+    @field_validator("DATA_ROOTS", "ALLOWED_HOSTS", "API_KEYS", mode="before")
     @classmethod
     def _lists(cls, value: Any) -> Any:
         return _split(value)

@@ -94,6 +94,13 @@ def main() -> int:
     for root in settings.DATA_ROOTS:
         if not str(root).startswith("/"):
             Path(root).mkdir(parents=True, exist_ok=True)
+    loopback = settings.API_HOST in ("127.0.0.1", "localhost", "::1")
+    if not settings.API_KEYS and not loopback:
+        print(f"refusing to serve without API keys on {settings.API_HOST}: set API_KEYS "
+              "(python -m service.auth NAME SCOPES) or API_HOST=127.0.0.1", file=sys.stderr)
+        return 2
+    access = (f"auth: {len(settings.API_KEYS)} API keys" if settings.API_KEYS else
+              "OPEN: no API keys, anyone on this machine can use it; loopback only")
     env = dict(os.environ)
     env.setdefault("PYTHONUNBUFFERED", "1")
     broker_proc: subprocess.Popen[bytes] | None = None
@@ -138,7 +145,7 @@ def main() -> int:
             return 1
         print(f"GAN service on http://{host}:{api_port} (docs: /docs; database "
               f"{settings.DATABASE_URL.split('@')[-1]}; broker: {broker}; worker pid "
-              f"{worker.pid}); Ctrl-C stops it", flush=True)
+              f"{worker.pid}; {access}); Ctrl-C stops it", flush=True)
         while not stopping:
             for proc in procs:
                 if proc.poll() is not None:

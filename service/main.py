@@ -3,18 +3,19 @@ worker and an embedded broker). Never imports torch or the worker's code."""
 
 from __future__ import annotations
 
-import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
 from starlette.concurrency import run_in_threadpool
 
 from models.settings import Settings, get_settings
-from service import problems
+from service import observability, problems
+from service.auth import require
 from service.deps import ServicesDep
+from service.limits import LimitsMiddleware
 from service.routers import datasets, jobs, models, reports
 from service.state import Services
 
@@ -28,7 +29,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         conf = settings or get_settings()
-        logging.basicConfig(level=conf.LOG_LEVEL, format="%(asctime)s %(name)s %(message)s")
+        observability.configure_logging(conf.LOG_LEVEL, conf.LOG_FORMAT)
         services = await run_in_threadpool(Services.create, conf)
         app.state.services = services
         try:
@@ -39,10 +40,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(title="GAN service", version="0.1.0", description=DESCRIPTION,
                   lifespan=lifespan)
     problems.install(app)
-    app.include_router(jobs.router)
-    app.include_router(models.router)
-    app.include_router(datasets.router)
-    app.include_router(reports.router)
+    app.add_middleware(LimitsMiddleware, settings_of=lambda: settings or get_settings())
+    observability.install(app)  # /readyz, /metrics, request timing and access log
+    app.include_router(jobs.router, dependencies=[Depends(require("train"))])
+    app.include_router(models.router, dependencies=[Depends(require("sample"))])
+    app.include_router(datasets.router, dependencies=[Depends(require("train"))])
+    app.include_router(reports.router, dependencies=[Depends(require("sample"))])
 
     @app.get("/healthz", tags=["health"])
     def healthz(services: ServicesDep) -> JSONResponse:

@@ -25,6 +25,7 @@ class JobOut(BaseModel):
     error: str | None = None
     model_id: str | None = None
     attempts: int = Field(description="times a worker has claimed the job")
+    owner: str | None = Field(None, description="the name of the API key that submitted it")
     created_at: datetime
     started_at: datetime | None = None
     finished_at: datetime | None = None
@@ -41,6 +42,7 @@ class JobOut(BaseModel):
             error=row.get("error"),
             model_id=row.get("model_id"),
             attempts=row.get("attempts") or 0,
+            owner=row.get("owner"),
             created_at=row["created_at"],
             started_at=row.get("started_at"),
             finished_at=row.get("finished_at"),

@@ -23,6 +23,7 @@ from models.artifacts import ArtifactStore, checkpoint_key, model_key, sha256_fi
 from models.records import CANCELLED, CANCELLING, FAILED, Records
 from models.settings import Settings
 from models.spec import JobSpec
+from service.logs import JOB_ID
 
 log = logging.getLogger("worker")
 
@@ -80,6 +81,8 @@ class Lease:
     workdir: Path
     lost: threading.Event = field(default_factory=threading.Event)
     cancel_requested: threading.Event = field(default_factory=threading.Event)
+    timed_out: threading.Event = field(default_factory=threading.Event)  # MAX_JOB_SECONDS
+    deadline: float | None = None  # time.time() after which the job is failed
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
     _synced_mtime: float | None = None
@@ -136,6 +139,9 @@ class Lease:
         """Polled by the training loop every step."""
         if self.lost.is_set() or self.cancel_requested.is_set() or SHUTTING_DOWN.is_set():
             return True
+        if self.deadline is not None and time.time() > self.deadline:
+            self.timed_out.set()
+            return True
         now = time.monotonic()
         if now - self._last_poll >= CANCEL_POLL_SECONDS:
             self._last_poll = now
@@ -178,6 +184,17 @@ def _restore_checkpoint(ctx: Context, job_id: str, workdir: Path) -> None:
     ctx.store.get_file(key, local)
 
 
+def _fault_hook(step: int) -> None:
+    """Fault-injection for the integration tests only: with GAN_TEST_CRASH_AT_STEP=N set in
+    its environment, the worker process dies (os._exit, like an OOM kill) when a job reports
+    step >= N. Never set in production."""
+    at = os.environ.get("GAN_TEST_CRASH_AT_STEP")
+    if at and step >= int(at):
+        log.error("GAN_TEST_CRASH_AT_STEP=%s: the worker exits now (fault injection)", at)
+        logging.shutdown()
+        os._exit(86)
+
+
 def run(ctx: Context, job_id: str) -> str:
     """Claim and run one job. Returns what happened (for the log and the tests)."""
     settings, records, store = ctx.settings, ctx.records, ctx.store
@@ -193,8 +210,13 @@ def run(ctx: Context, job_id: str) -> str:
     workdir = Path(settings.WORK_ROOT) / "jobs" / job_id
     workdir.mkdir(parents=True, exist_ok=True)
     lease = Lease(ctx, job_id, token, workdir)
+    if settings.MAX_JOB_SECONDS is not None:  # wall time since the first claim, all attempts
+        lease.deadline = job["started_at"].timestamp() + settings.MAX_JOB_SECONDS
+
+    JOB_ID.set(job_id)  # every log line of this job carries its id (LOG_FORMAT=json)
 
     def on_progress(progress: Any) -> None:
+        _fault_hook(int(progress.step))
         ok = records.record_progress(
             job_id, token, attempt=attempt, step=int(progress.step),
             total_steps=int(progress.total_steps), losses=_jsonable(progress.losses),
@@ -225,6 +247,12 @@ def run(ctx: Context, job_id: str) -> str:
                 on_progress=on_progress, should_stop=lease.should_stop,
             )
         except Cancelled:
+            if lease.timed_out.is_set() and not lease.lost.is_set():
+                reason = (f"the job ran longer than MAX_JOB_SECONDS={settings.MAX_JOB_SECONDS:g}"
+                          " (wall time since it first started); its last checkpoint is kept")
+                records.finish(job_id, token, FAILED, reason)
+                log.warning("job %s failed: %s", job_id, reason)
+                return "timed-out"
             if lease.lost.is_set():
                 log.warning("job %s: stopped, its lease was lost", job_id)
                 return "lease-lost"

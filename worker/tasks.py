@@ -30,6 +30,18 @@ def train(job_id: str) -> str:
     return runner.run(runner.context(resend), job_id)
 
 
+@signals.after_setup_logger.connect
+def _json_logs(logger: logging.Logger, **_: Any) -> None:
+    """LOG_FORMAT=json: one JSON object a line, with the job id (service/logs.py)."""
+    from models.settings import get_settings
+
+    if get_settings().LOG_FORMAT == "json":
+        from service.logs import JsonFormatter
+
+        for handler in logger.handlers:
+            handler.setFormatter(JsonFormatter())
+
+
 @signals.worker_ready.connect
 def _start_reaper(**_: Any) -> None:
     global _reaper

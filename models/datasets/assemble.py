@@ -53,7 +53,10 @@ def _numeric(name: str, values: np.ndarray, label: str) -> np.ndarray:
     example = ""
     if values.dtype.kind in "OUS" and len(values):
         bad = next((v for v in values.tolist() if not isinstance(v, int | float)), values[0])
-        example = f", e.g. {bad!r}"
+        shown_bad = repr(bad)
+        if len(shown_bad) > 80:  # a hostile file may hold megabytes in one cell
+            shown_bad = shown_bad[:77] + "..."
+        example = f", e.g. {shown_bad}"
     raise DataError(f"column {name!r} of {label} is not numeric (dtype {values.dtype}"
                     f"{example})")
 

@@ -13,6 +13,7 @@ from fastapi import APIRouter, File, Request, Response, UploadFile
 from starlette.concurrency import run_in_threadpool
 
 from models.artifacts import upload_key
+from service.auth import PrincipalDep
 from service.deps import RecordsDep, SettingsDep, StoreDep
 from service.problems import Problem, invalid, not_found
 from service.schemas import DatasetOut
@@ -60,6 +61,7 @@ async def upload_dataset(
     records: RecordsDep,
     store: StoreDep,
     settings: SettingsDep,
+    principal: PrincipalDep,
 ) -> DatasetOut:
     """Store an uploaded file; use the returned `uri` (dataset://ID) in a job spec."""
     limit = settings.MAX_UPLOAD_BYTES
@@ -90,7 +92,8 @@ async def upload_dataset(
         uri = await run_in_threadpool(store.put_file, local, upload_key(dataset_id, filename))
     row = await run_in_threadpool(
         lambda: records.create_dataset(dataset_id, filename=filename, artifact_uri=uri,
-                                       format=fmt, size=size, sha256=digest.hexdigest())
+                                       format=fmt, size=size, sha256=digest.hexdigest(),
+                                       owner=principal.owner)
     )
     response.headers["Location"] = f"/v1/datasets/{dataset_id}"
     return _to_out(row)

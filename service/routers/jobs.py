@@ -12,8 +12,9 @@ from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
-from models.records import CANCELLED, STATUSES, TERMINAL
+from models.records import CANCELLED, CANCELLING, QUEUED, RUNNING, STATUSES, TERMINAL
 from models.spec import JobSpec
+from service.auth import Principal, PrincipalDep
 from service.celery_client import send_train
 from service.deps import RecordsDep, SenderDep, SettingsDep
 from service.problems import Problem, invalid, not_found
@@ -34,6 +35,7 @@ def submit_job(
     records: RecordsDep,
     settings: SettingsDep,
     sender: SenderDep,
+    principal: PrincipalDep,
     idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
 ) -> JobOut:
     """Queue a training job. The same `Idempotency-Key` returns the same job."""
@@ -41,19 +43,34 @@ def submit_job(
     if idempotency_key is not None:
         existing = records.job_by_idempotency_key(idempotency_key)
         if existing is not None:
-            return _replay(existing, spec_hash, response)
+            return _replay(existing, spec_hash, response, principal)
+    if spec.training.steps > settings.MAX_TRAINING_STEPS:
+        raise invalid(f"training.steps={spec.training.steps} is above MAX_TRAINING_STEPS="
+                      f"{settings.MAX_TRAINING_STEPS}", ["body", "training", "steps"])
+    if principal.owner is not None:
+        _, active = records.list_jobs(status=[QUEUED, RUNNING, CANCELLING],
+                                      owner=principal.owner, limit=1)
+        if active >= settings.MAX_QUEUED_JOBS_PER_KEY:
+            raise Problem(429, f"this API key has {active} queued or running jobs; "
+                          f"MAX_QUEUED_JOBS_PER_KEY={settings.MAX_QUEUED_JOBS_PER_KEY}",
+                          title="Too many jobs", type="too-many-jobs",
+                          headers={"Retry-After": "60"})
     check_dataset_uri(spec.dataset.uri, settings, records)
     job, created = records.create_job(
-        spec.model_dump(mode="json"), spec_hash, idempotency_key=idempotency_key
+        spec.model_dump(mode="json"), spec_hash, idempotency_key=idempotency_key,
+        owner=principal.owner,
     )
     if not created:
-        return _replay(job, spec_hash, response)
+        return _replay(job, spec_hash, response, principal)
     send_train(sender, settings, job["id"])
     response.headers["Location"] = f"/v1/jobs/{job['id']}"
     return JobOut.from_row(job)
 
 
-def _replay(job: dict, spec_hash: str, response: Response) -> JobOut:
+def _replay(job: dict, spec_hash: str, response: Response, principal: Principal) -> JobOut:
+    if not principal.can_see(job["owner"]):
+        raise Problem(422, "this Idempotency-Key is already used by another API key",
+                      title="Idempotency-Key reused", type="idempotency-key-reused")
     if job["spec_hash"] != spec_hash:
         raise Problem(
             422,
@@ -68,32 +85,38 @@ def _replay(job: dict, spec_hash: str, response: Response) -> JobOut:
 @router.get("", response_model=JobList)
 def list_jobs(
     records: RecordsDep,
+    principal: PrincipalDep,
     status: Annotated[list[JobStatus] | None, Query()] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> JobList:
-    """Newest first. `status` may be repeated (`?status=queued&status=running`)."""
-    items, total = records.list_jobs(status=status, limit=limit, offset=offset)
+    """Newest first. `status` may be repeated (`?status=queued&status=running`). A non-admin
+    key lists only its own jobs."""
+    owner = None if principal.is_admin else (principal.owner or "")
+    items, total = records.list_jobs(status=status, owner=owner, limit=limit, offset=offset)
     return JobList(items=[JobOut.from_row(j) for j in items], total=total, limit=limit,
                    offset=offset)
 
 
 @router.get("/{job_id}", response_model=JobOut)
-def get_job(job_id: str, records: RecordsDep) -> JobOut:
+def get_job(job_id: str, records: RecordsDep, principal: PrincipalDep) -> JobOut:
+    return JobOut.from_row(visible_job(records, job_id, principal))
+
+
+def visible_job(records: RecordsDep, job_id: str, principal: Principal) -> dict:
+    """The job, or 404 when there is none or it belongs to another (non-admin) key."""
     job = records.get_job(job_id)
-    if job is None:
+    if job is None or not principal.can_see(job["owner"]):
         raise not_found("job", job_id)
-    return JobOut.from_row(job)
+    return job
 
 
 @router.post("/{job_id}/cancel", response_model=JobOut,
              responses={202: {"description": "running: the worker stops at its next step"}})
-def cancel_job(job_id: str, records: RecordsDep) -> JSONResponse:
+def cancel_job(job_id: str, records: RecordsDep, principal: PrincipalDep) -> JSONResponse:
     """Cooperative: a queued job ends `cancelled` now; a running one becomes `cancelling` and
     ends `cancelled` when its worker reaches its next step. A finished job: 409."""
-    before = records.get_job(job_id)
-    if before is None:
-        raise not_found("job", job_id)
+    before = visible_job(records, job_id, principal)
     job = records.request_cancel(job_id)
     assert job is not None
     if before["status"] in TERMINAL:
@@ -114,13 +137,12 @@ async def job_events(
     job_id: str,
     request: Request,
     records: RecordsDep,
+    principal: PrincipalDep,
     last_event_id: Annotated[str | None, Header()] = None,
 ) -> StreamingResponse:
     """Server-sent events: the progress history from the start (or after `Last-Event-ID`),
     then live; the stream ends with an `end` event carrying the final job."""
-    job = await run_in_threadpool(records.get_job, job_id)
-    if job is None:
-        raise not_found("job", job_id)
+    await run_in_threadpool(visible_job, records, job_id, principal)
     try:
         after = int(last_event_id) if last_event_id else 0
     except ValueError as exc:

@@ -69,7 +69,8 @@ def get_onnx(model_id: str, records: RecordsDep, store: StoreDep) -> FileRespons
 
 def _respond(samples: np.ndarray, model: LoadedModel, model_id: str, seed: int, fmt: str
              ) -> Response:
-    headers = {"X-Seed": str(seed), "X-Model-Id": model_id, "X-Provider": model.provider}
+    headers = {"X-Seed": str(seed), "X-Model-Id": model_id, "X-Provider": model.provider,
+               "X-Rows": str(samples.shape[0])}
     if fmt in ("npy", "arrow"):
         headers["Content-Disposition"] = f'attachment; filename="samples.{fmt}"'
     return Response(encode(samples, model.feature_names, fmt), media_type=FORMATS[fmt],

@@ -9,8 +9,10 @@ from fastapi import APIRouter
 from fastapi.responses import FileResponse, JSONResponse
 
 from models.report_store import PLOT_NAME, plot_key
+from service.auth import PrincipalDep
 from service.deps import RecordsDep, StoreDep
 from service.problems import not_found
+from service.routers.jobs import visible_job
 
 router = APIRouter(tags=["reports"])
 
@@ -50,12 +52,11 @@ def get_plot(model_id: str, name: str, records: RecordsDep, store: StoreDep) -> 
 
 
 @router.get("/v1/jobs/{job_id}/metrics")
-def get_job_metrics(job_id: str, records: RecordsDep) -> JSONResponse:
+def get_job_metrics(job_id: str, records: RecordsDep, principal: PrincipalDep) -> JSONResponse:
     """The whole progress curve: one point per logged step (step, losses, metrics such as
     referee_auc, steps_per_second and eta_seconds). A step logged again after a resume keeps
     its latest value."""
-    if records.get_job(job_id) is None:
-        raise not_found("job", job_id)
+    visible_job(records, job_id, principal)  # 404 for another key's job, as GET /v1/jobs/{id}
     by_step: dict[int, dict] = {}
     after = 0
     while True:

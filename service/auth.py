@@ -1,0 +1,166 @@
+"""API keys: `Authorization: Bearer <key>`, checked against SHA-256 hashes in settings.
+
+`API_KEYS` holds one entry per key, `name:scope+scope:sha256hex` (comma-separated or a JSON
+list). The key itself is never stored: only its SHA-256 digest, compared in constant time.
+Keys are random 256-bit tokens (`python -m service.auth NAME train+sample` makes one), so an
+unsalted fast hash is enough: there is nothing to brute-force.
+
+Scopes: `train` (submit, list, read and cancel jobs; upload data sets), `sample` (read and
+sample models), `admin` (everything, and every owner's jobs). A non-admin key sees and cancels
+only the jobs it submitted: another owner's job answers 404, as if it did not exist.
+
+With no key configured the API is open (every caller is the anonymous admin), unless
+`AUTH_REQUIRED` is set: then every request but the health checks gets 401.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import sys
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from models.settings import Settings
+from service.problems import Problem
+
+SCOPES = frozenset({"train", "sample", "admin"})
+
+bearer = HTTPBearer(auto_error=False, description="An API key from API_KEYS")
+
+
+@dataclass(frozen=True)
+class Principal:
+    name: str | None  # None: auth is off (anonymous admin)
+    scopes: frozenset[str]
+
+    @property
+    def is_admin(self) -> bool:
+        return "admin" in self.scopes
+
+    @property
+    def owner(self) -> str | None:
+        """The owner recorded on jobs and data sets; also the filter for non-admins."""
+        return self.name
+
+    def can_see(self, owner: str | None) -> bool:
+        return self.is_admin or (owner is not None and owner == self.name)
+
+
+ANONYMOUS = Principal(name=None, scopes=SCOPES)
+
+
+@dataclass(frozen=True)
+class KeyEntry:
+    name: str
+    scopes: frozenset[str]
+    digest: bytes
+
+
+def hash_key(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def parse_keys(entries: list[str]) -> list[KeyEntry]:
+    """`name:scope+scope:sha256hex` -> KeyEntry; a malformed entry raises ValueError."""
+    out = []
+    for entry in entries:
+        parts = entry.strip().split(":")
+        if len(parts) != 3:
+            raise ValueError(f"API_KEYS entry {entry[:40]!r}: expected name:scopes:sha256hex")
+        name, scopes_text, digest = parts
+        scopes = frozenset(s for s in scopes_text.replace("|", "+").split("+") if s)
+        if not name or not scopes or not scopes <= SCOPES:
+            raise ValueError(f"API_KEYS entry for {name!r}: scopes must be among {sorted(SCOPES)}")
+        try:
+            raw = bytes.fromhex(digest)
+        except ValueError:
+            raw = b""
+        if len(raw) != 32:
+            raise ValueError(f"API_KEYS entry for {name!r}: the third part must be a SHA-256 "
+                             "hex digest of the key, not the key itself")
+        out.append(KeyEntry(name=name, scopes=scopes, digest=raw))
+    return out
+
+
+def authenticate(settings: Settings, token: str | None) -> Principal:
+    keys = _keys(settings)
+    if not keys:
+        if settings.AUTH_REQUIRED:
+            raise _unauthorized("authentication is required and no API key is configured "
+                                "(set API_KEYS)")
+        return ANONYMOUS
+    if not token:
+        raise _unauthorized("send an API key as 'Authorization: Bearer <key>'")
+    digest = hashlib.sha256(token.encode()).digest()
+    found = None
+    for entry in keys:  # every entry compared, in constant time
+        if hmac.compare_digest(entry.digest, digest):
+            found = entry
+    if found is None:
+        raise _unauthorized("unknown API key")
+    return Principal(name=found.name, scopes=found.scopes)
+
+
+@lru_cache(maxsize=16)
+def _parsed(entries: tuple[str, ...]) -> list[KeyEntry]:
+    return parse_keys(list(entries))
+
+
+def _keys(settings: Settings) -> list[KeyEntry]:
+    return _parsed(tuple(settings.API_KEYS))
+
+
+def _unauthorized(detail: str) -> Problem:
+    return Problem(401, detail, title="Unauthorized", type="unauthorized",
+                   headers={"WWW-Authenticate": 'Bearer realm="gan-service"'})
+
+
+def require(scope: str):  # type: ignore[no-untyped-def]
+    """A dependency: the caller's Principal, which must hold `scope` (or `admin`)."""
+    assert scope in SCOPES
+
+    def dependency(
+        request: Request,
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+    ) -> Principal:
+        settings: Settings = request.app.state.services.settings
+        principal = authenticate(settings, credentials.credentials if credentials else None)
+        if scope not in principal.scopes and not principal.is_admin:
+            raise Problem(403, f"this API key lacks the {scope!r} scope",
+                          title="Forbidden", type="forbidden")
+        request.state.principal = principal
+        return principal
+
+    return dependency
+
+
+def principal_of(request: Request) -> Principal:
+    """The Principal set by the router's `require` dependency."""
+    return getattr(request.state, "principal", ANONYMOUS)
+
+
+PrincipalDep = Annotated[Principal, Depends(principal_of)]
+
+
+def main(argv: list[str]) -> int:
+    """`python -m service.auth NAME SCOPES`: print a new key and its API_KEYS entry."""
+    if len(argv) != 2:
+        print("usage: python -m service.auth NAME train+sample|admin", file=sys.stderr)
+        return 2
+    name, scopes = argv
+    key = "gan_" + secrets.token_urlsafe(32)
+    entry = f"{name}:{scopes}:{hash_key(key)}"
+    parse_keys([entry])
+    print(f"key (give it to the user, it is not stored): {key}")
+    print(f"API_KEYS entry (store this):                 {entry}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))

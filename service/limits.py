@@ -1,0 +1,110 @@
+"""Request limits as pure ASGI middleware: the body size (413) and a time limit (503).
+
+Uploads (`POST /v1/datasets`) have their own, larger limit (MAX_UPLOAD_BYTES, enforced while
+streaming in the router); every other body is capped by MAX_BODY_BYTES, both by its
+Content-Length and by counting the bytes actually received (a chunked body has no length).
+Server-sent event streams are exempt from the time limit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from models.settings import Settings
+from service.problems import MEDIA_TYPE, TYPE_BASE
+
+UPLOAD_PATH = "/v1/datasets"
+
+
+async def _send_problem(send: Send, status: int, title: str, detail: str,
+                        type_: str, headers: dict[str, str] | None = None) -> None:
+    body = json.dumps({"type": TYPE_BASE + type_, "title": title, "status": status,
+                       "detail": detail}).encode()
+    raw = [(b"content-type", MEDIA_TYPE.encode()), (b"content-length", str(len(body)).encode())]
+    raw += [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
+    await send({"type": "http.response.start", "status": status, "headers": raw})
+    await send({"type": "http.response.body", "body": body})
+
+
+class LimitsMiddleware:
+    def __init__(self, app: ASGIApp, settings_of: Any) -> None:
+        self.app = app
+        self.settings_of = settings_of  # () -> Settings (the app's, once started)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        settings: Settings = self.settings_of()
+        path: str = scope.get("path", "")
+        is_upload = scope.get("method") == "POST" and path.rstrip("/") == UPLOAD_PATH
+        limit = settings.MAX_UPLOAD_BYTES + 64 * 1024 if is_upload else settings.MAX_BODY_BYTES
+        headers = dict(scope.get("headers") or [])
+        length = headers.get(b"content-length")
+        too_large = (f"the request body is larger than "
+                     f"{'MAX_UPLOAD_BYTES' if is_upload else 'MAX_BODY_BYTES'}={limit}")
+        if length is not None:
+            try:
+                declared = int(length)
+            except ValueError:
+                await _send_problem(send, 400, "Bad Request", "invalid Content-Length",
+                                    "bad-request")
+                return
+            if declared > limit:
+                await _send_problem(send, 413, "Request body too large", too_large,
+                                    "body-too-large")
+                return
+
+        if not is_upload:
+            # Read the (small) body here, counting: a chunked body has no Content-Length.
+            chunks: list[bytes] = []
+            received = 0
+            while True:
+                message = await receive()
+                if message["type"] != "http.request":
+                    break
+                chunks.append(message.get("body", b""))
+                received += len(chunks[-1])
+                if received > limit:
+                    await _send_problem(send, 413, "Request body too large", too_large,
+                                        "body-too-large")
+                    return
+                if not message.get("more_body", False):
+                    break
+            replayed = False
+
+            async def replay() -> Message:
+                nonlocal replayed
+                if not replayed:
+                    replayed = True
+                    return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+                return await receive()
+
+            receive_next: Receive = replay
+        else:
+            receive_next = receive
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        if path.endswith("/events") or is_upload:
+            await self.app(scope, receive_next, tracking_send)
+            return
+        try:
+            await asyncio.wait_for(self.app(scope, receive_next, tracking_send),
+                                   timeout=settings.REQUEST_TIMEOUT_SECONDS)
+        except TimeoutError:
+            if not started:
+                await _send_problem(
+                    send, 503, "Request timed out",
+                    f"the request took longer than REQUEST_TIMEOUT_SECONDS="
+                    f"{settings.REQUEST_TIMEOUT_SECONDS:g}", "timeout",
+                    headers={"Retry-After": "1"})

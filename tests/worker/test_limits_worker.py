@@ -1,0 +1,31 @@
+"""MAX_JOB_SECONDS: a job that trains longer than its wall-time budget ends `failed` with the
+reason (the worker itself, in-process, on SQLite)."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+from models.artifacts import ArtifactStore
+from models.records import Records
+from models.settings import Settings
+from tests.conftest import FAST_SPEC
+from worker.runner import Context, run
+
+
+def test_job_over_max_job_seconds_fails_with_the_reason(tmp_path: Path) -> None:
+    settings = Settings(DATABASE_URL=f"sqlite:///{tmp_path}/w.db",  # type: ignore[call-arg]
+                        ARTIFACT_ROOT=str(tmp_path / "art"), WORK_ROOT=tmp_path / "work",
+                        MAX_JOB_SECONDS=1.0)
+    records = Records(settings.DATABASE_URL)
+    ctx = Context(settings=settings, records=records,
+                  store=ArtifactStore(settings.ARTIFACT_ROOT), resend=lambda _id: None)
+    spec = copy.deepcopy(FAST_SPEC)
+    spec["training"]["steps"] = 1_000_000  # hours: only the wall-time limit can end it
+    job, _ = records.create_job(spec, "h" * 64)
+    assert run(ctx, job["id"]) == "timed-out"
+    done = records.get_job(job["id"])
+    assert done is not None and done["status"] == "failed"
+    assert "MAX_JOB_SECONDS=1" in done["error"]
+    assert done["progress"] is None or done["progress"]["step"] < 1_000_000
+    records.dispose()
