@@ -50,11 +50,12 @@ def one_thread():
 CASES = {
     # name: (uri, objective, training, modes needed, high-quality share needed)
     "8gaussians-wgan-gp": ("builtin://8gaussians", {"name": "wgan-gp"},
-                           {"steps": 3000, "lr": 3e-4, "batch_size": 1024, "critic_activation": "relu"}, 8, 0.0),
+                           {"steps": 3000, "lr": 3e-4, "batch_size": 1024, "critic_activation": "relu"}, 8, 0.45),
     "8gaussians-nsgan": ("builtin://8gaussians", {"name": "nsgan"},
                          {"steps": 6000, "lr": 5e-4, "batch_size": 256, "latent_dim": 4}, 8, 0.90),
-    # Below the targets (90% for Cramer, 24/25 grid modes): what these CPU budgets
-    # reach (measured 73% and 15/25), asserted so that a regression shows. See the README.
+    # wgan-gp and cramer on the ring and the grid stay below the targets (90%, 24/25):
+    # the thresholds are what these CPU budgets reach (measured 57%, 73%, 12/25) less a margin,
+    # asserted so that a regression shows. See the README's "Quality on the toy sets".
     "8gaussians-cramer": ("builtin://8gaussians", {"name": "cramer", "gp_lambda": 1.0},
                           {"steps": 3000, "lr": 1e-3, "batch_size": 512, "critic_activation": "relu"}, 8, 0.60),
     "25gaussians-wgan-gp": ("builtin://25gaussians", {"name": "wgan-gp"},
