@@ -69,7 +69,8 @@ CASES = {
     "25gaussians-wgan-gp": ("builtin://25gaussians", SHARP_WGAN_GP, SHARP_TRAINING, 24, 0.75),
     # Cramér's energy-distance gradient leaves bridges between modes longest: it met 90% only
     # with a near-free critic (gp_lambda 0.01), a wider generator, one critic step at twice the
-    # generator's rate and 12000 steps (91.0%; 80-89% with gp_lambda 0.1 to 1).
+    # generator's rate and 12000 steps (91.0-93.0% over three seeds; 80-89% with
+    # gp_lambda 0.1 to 1).
     "8gaussians-cramer": ("builtin://8gaussians", {"name": "cramer", "gp_lambda": 0.01},
                           {"steps": 12000, "lr": 5e-4, "lr_d": 1e-3, "batch_size": 512,
                            "n_critic": 1, "generator_width": 256, "critic_activation": "relu"},
