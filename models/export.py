@@ -3,6 +3,11 @@
 The graph: z [N, latent_dim] (and, only for conditional generators, conditions [N, C] in
 physical units) -> condition_transform.forward_module -> G -> feature_transform.inverse_module
 -> samples [N, F] in physical units. N is a dynamic axis.
+
+The `conditions` input has one column per condition (`condition_transform.n_features` when
+the transform says so); a categorical condition takes its code 0..K-1 there and is one-hot
+encoded inside the graph, so G may see more condition columns (`G.n_conditions`) than the
+graph's input has.
 """
 
 from __future__ import annotations
@@ -95,7 +100,11 @@ def _check_inputs(
         a = rng.standard_normal((n, n_conditions))
         inverse = getattr(condition_transform, "inverse", None)
         if callable(inverse):  # physical conditions that map to a standard normal
+            # (for a one-hot block the argmax: a random category's code)
             a = inverse(a.astype(np.float32))
+        else:
+            width = getattr(condition_transform, "n_features", n_conditions)
+            a = a[:, :width] if width <= n_conditions else rng.standard_normal((n, width))
         feeds["conditions"] = np.asarray(a, np.float32)
     return feeds
 

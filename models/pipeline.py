@@ -36,14 +36,18 @@ class JobResult:
     plots: dict[str, Path] = field(default_factory=dict)  # {name: PNG path}
 
 
-def split_holdout(data: Dataset, fraction: float, seed: int) -> tuple[Dataset, Dataset | None]:
-    """(training part, held-out part): a random permutation by `seed`, the same every run.
-    fraction 0: (data, None)."""
+VALIDATION_SEED_OFFSET = 0x7A1  # the validation split's own stream: not the holdout's rows
+
+
+def split_holdout(data: Dataset, fraction: float, seed: int,
+                  what: str = "holdout_fraction") -> tuple[Dataset, Dataset | None]:
+    """(kept part, split-off part): a random permutation of the rows (events) by `seed`, the
+    same every run. fraction 0: (data, None)."""
     n_hold = int(round(data.n_rows * fraction))
     if n_hold == 0:
         return data, None
     if data.n_rows - n_hold < MIN_ROWS:
-        raise DataError(f"holdout_fraction={fraction} leaves {data.n_rows - n_hold} training "
+        raise DataError(f"{what}={fraction} leaves {data.n_rows - n_hold} training "
                         f"rows of {data.n_rows}; at least {MIN_ROWS} are needed")
     perm = np.random.default_rng(seed).permutation(data.n_rows)
     hold, keep = np.sort(perm[:n_hold]), np.sort(perm[n_hold:])
@@ -103,8 +107,13 @@ def run_job(
         allowed_hosts=allowed_hosts,
     )
     train_data, held = split_holdout(data, spec.dataset.holdout_fraction, spec.training.seed)
-    trained = train(spec, train_data, workdir=workdir, on_progress=on_progress,
-                    should_stop=should_stop)
+    fit_data, validation = train_data, None
+    if spec.training.validate_every:
+        fit_data, validation = split_holdout(train_data, spec.dataset.validation_fraction,
+                                             spec.training.seed + VALIDATION_SEED_OFFSET,
+                                             what="validation_fraction")
+    trained = train(spec, fit_data, validation=validation, workdir=workdir,
+                    on_progress=on_progress, should_stop=should_stop)
     metrics = quality_metrics(trained, data)
     from models.quality_report import make_report  # noqa: PLC0415 (matplotlib: only here)
 
@@ -117,6 +126,8 @@ def run_job(
     metadata = {
         "feature_names": json.dumps(trained.feature_names),
         "condition_names": json.dumps(trained.condition_names),
+        # {categorical condition: its values}; the graph takes a value's index (its code).
+        "categories": json.dumps(data.categories),
         "objective": spec.objective.name,
         "architecture": spec.architecture.name,
         "latent_dim": str(spec.architecture.latent_dim),
@@ -137,6 +148,7 @@ def run_job(
         metadata={
             "feature_names": trained.feature_names,
             "condition_names": trained.condition_names,
+            "categories": data.categories,
             "objective": spec.objective.name,
             "architecture": spec.architecture.name,
             "latent_dim": spec.architecture.latent_dim,
@@ -148,6 +160,9 @@ def run_job(
             "resumed_from_step": trained.resumed_from,
             "final_losses": last.losses if last else {},
             "metrics": metrics,
+            "selection": {"best_step": trained.best_step, "best_validation_swd":
+                          trained.best_score, "last_step": trained.last_step,
+                          "stopped_early": trained.last_step < spec.training.steps},
         },
         report=quality,
         plots=plots,

@@ -9,6 +9,11 @@
   fitted range are clamped to it.
 - none: the identity.
 
+Conditions with categorical columns (`fit_transform(kind, x, categorical={column: K})`) get a
+`ConditionTransform`: `kind` on the continuous columns, one-hot on the categorical ones (codes
+0..K-1 in, K columns of 0/1 out). Its output is [continuous..., one-hot block of each
+categorical column in column order], so the generator sees (#continuous + sum K) conditions.
+
 Each has numpy `forward`/`inverse` (float64 inside, float32 out) and torch modules that export
 to ONNX (opset 17) and agree with numpy to 1e-5 or better on the model's scale. The quantile
 modules avoid ops ONNX lacks: no searchsorted (binary lifting with Gather, or a uniform grid),
@@ -21,6 +26,7 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import numpy as np
@@ -90,6 +96,11 @@ class Transform(ABC):
             return QuantileTransform(np.asarray(state["knots"], dtype=np.float64).T)
         if kind == "none":
             return IdentityTransform(int(state["n_features"]))
+        if kind == ConditionTransform.kind:
+            continuous = state.get("continuous")
+            return ConditionTransform(
+                int(state["n_columns"]), {int(i): int(k) for i, k in state["categorical"]},
+                Transform.from_state(continuous) if continuous is not None else None)
         raise ValueError(f"unknown transform kind {kind!r}; kinds: {', '.join(KINDS)}")
 
 
@@ -407,8 +418,12 @@ class QuantileTransform(Transform):
         return {"knots": self.knots.T.tolist()}  # one list of K knots per column
 
 
-def fit_transform(kind: str, x: np.ndarray) -> Transform:
-    """Fit the transform `kind` (standard | quantile | minmax | none) to x [N, F]."""
+def fit_transform(kind: str, x: np.ndarray, *,
+                  categorical: Mapping[int, int] | None = None) -> Transform:
+    """Fit the transform `kind` (standard | quantile | minmax | none) to x [N, F].
+
+    `categorical` {column index: K}: those columns hold codes 0..K-1 and are one-hot encoded
+    (a ConditionTransform; `kind` then applies to the other columns only)."""
     if kind not in KINDS:
         raise ValueError(f"unknown preprocessing {kind!r}; kinds: {', '.join(KINDS)}")
     x = _as_matrix(x)
@@ -416,8 +431,157 @@ def fit_transform(kind: str, x: np.ndarray) -> Transform:
         raise ValueError("cannot fit a transform to zero rows")
     if not np.all(np.isfinite(x)):
         raise ValueError("cannot fit a transform to NaN or inf values")
+    if categorical:
+        sizes = {int(i): int(k) for i, k in categorical.items()}
+        continuous = [i for i in range(x.shape[1]) if i not in sizes]
+        inner = fit_transform(kind, x[:, continuous]) if continuous else None
+        tf = ConditionTransform(x.shape[1], sizes, inner)
+        tf.check_codes(x)
+        return tf
     if kind == "none":
         return IdentityTransform(x.shape[1])
     if kind == "quantile":
         return QuantileTransform.fit(x)
     return StandardTransform.fit(x) if kind == "standard" else MinMaxTransform.fit(x)
+
+
+# --- categorical conditions: one-hot ---------------------------------------------------------
+
+
+class _OneHot(nn.Module):
+    """Codes [N, 1] -> [N, K] of 0/1, exactly: round(code) == arange(K) (Round, Equal, Cast in
+    ONNX). A code outside 0..K-1 gives a row of zeros."""
+
+    def __init__(self, k: int) -> None:
+        super().__init__()
+        self.register_buffer("levels", torch.arange(k, dtype=torch.float32))
+
+    def forward(self, code: Tensor) -> Tensor:
+        return (torch.round(code.float()) == self.levels).to(code.dtype)
+
+
+class _ConditionForward(nn.Module):
+    def __init__(self, continuous_columns: list[int], inner: nn.Module | None,
+                 categorical: dict[int, int]) -> None:
+        super().__init__()
+        self.register_buffer("continuous_columns",
+                             torch.tensor(continuous_columns, dtype=torch.int64))
+        self.inner = inner
+        self.columns = sorted(categorical)
+        self.one_hots = nn.ModuleList(_OneHot(categorical[i]) for i in self.columns)
+
+    def forward(self, x: Tensor) -> Tensor:
+        parts = []
+        if self.inner is not None:
+            parts.append(self.inner(torch.index_select(x, 1, self.continuous_columns)))
+        for i, one_hot in zip(self.columns, self.one_hots, strict=True):
+            parts.append(one_hot(x[:, i:i + 1]))
+        return torch.cat(parts, dim=1)
+
+
+class _ConditionInverse(nn.Module):
+    def __init__(self, n_columns: int, continuous_columns: list[int], inner: nn.Module | None,
+                 categorical: dict[int, int]) -> None:
+        super().__init__()
+        self.n_columns, self.continuous_columns = n_columns, continuous_columns
+        self.inner = inner
+        self.categorical = dict(sorted(categorical.items()))
+
+    def forward(self, y: Tensor) -> Tensor:
+        n_cont = len(self.continuous_columns)
+        columns: dict[int, Tensor] = {}
+        if self.inner is not None:
+            cont = self.inner(y[:, :n_cont])
+            for j, i in enumerate(self.continuous_columns):
+                columns[i] = cont[:, j:j + 1]
+        start = n_cont
+        for i, k in self.categorical.items():
+            columns[i] = torch.argmax(y[:, start:start + k], dim=1, keepdim=True).to(y.dtype)
+            start += k
+        return torch.cat([columns[i] for i in range(self.n_columns)], dim=1)
+
+
+class ConditionTransform(Transform):
+    """Conditions with categorical columns: `continuous` (any Transform) on the other columns,
+    one-hot on each categorical column i (codes 0..K-1, K = categorical[i]).
+
+    forward: [N, n_columns] -> [N, n_outputs] = [continuous..., one-hot blocks in column
+    order]; inverse: the continuous inverse, and the argmax of each block as the code."""
+
+    kind = "condition"
+
+    def __init__(self, n_columns: int, categorical: Mapping[int, int],
+                 continuous: Transform | None) -> None:
+        self.n_columns = int(n_columns)
+        self.categorical = {int(i): int(k) for i, k in sorted(categorical.items())}
+        if not self.categorical:
+            raise ValueError("a ConditionTransform needs at least one categorical column")
+        if any(not 0 <= i < self.n_columns for i in self.categorical):
+            raise ValueError(f"categorical column indices must lie in 0..{self.n_columns - 1}")
+        if any(k < 1 for k in self.categorical.values()):
+            raise ValueError("every categorical column needs at least one category")
+        self.continuous_columns = [i for i in range(self.n_columns) if i not in self.categorical]
+        n_cont = len(self.continuous_columns)
+        if (continuous is None) != (n_cont == 0) or (
+                continuous is not None and continuous.n_features != n_cont):
+            raise ValueError(f"the continuous transform must take the {n_cont} non-categorical "
+                             "columns (None when there are none)")
+        self.continuous = continuous
+
+    @property
+    def n_features(self) -> int:
+        """Columns in: one per condition (codes for the categorical ones)."""
+        return self.n_columns
+
+    @property
+    def n_outputs(self) -> int:
+        """Columns out, as the generator sees them: #continuous + sum of K."""
+        return len(self.continuous_columns) + sum(self.categorical.values())
+
+    def check_codes(self, x: np.ndarray) -> None:
+        """ValueError unless every categorical column holds integer codes 0..K-1."""
+        x = _as_matrix(x, self.n_columns)
+        for i, k in self.categorical.items():
+            codes = x[:, i]
+            bad = (codes != np.round(codes)) | (codes < 0) | (codes > k - 1)
+            if bad.any():
+                raise ValueError(f"categorical column {i} holds {codes[bad][0]:g}; codes are "
+                                 f"the integers 0..{k - 1}")
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        x = _as_matrix(x, self.n_columns)
+        self.check_codes(x)
+        parts = []
+        if self.continuous is not None:
+            parts.append(self.continuous.forward(x[:, self.continuous_columns]))
+        for i, k in self.categorical.items():
+            parts.append(np.eye(k, dtype=np.float32)[x[:, i].astype(np.int64)])
+        return np.concatenate(parts, axis=1).astype(np.float32)
+
+    def inverse(self, y: np.ndarray) -> np.ndarray:
+        y = _as_matrix(y, self.n_outputs)
+        out = np.empty((y.shape[0], self.n_columns), dtype=np.float64)
+        n_cont = len(self.continuous_columns)
+        if self.continuous is not None:
+            out[:, self.continuous_columns] = self.continuous.inverse(y[:, :n_cont])
+        start = n_cont
+        for i, k in self.categorical.items():
+            out[:, i] = np.argmax(y[:, start:start + k], axis=1)
+            start += k
+        return out.astype(np.float32)
+
+    def forward_module(self) -> nn.Module:
+        inner = self.continuous.forward_module() if self.continuous is not None else None
+        return _ConditionForward(self.continuous_columns, inner, self.categorical)
+
+    def inverse_module(self) -> nn.Module:
+        inner = self.continuous.inverse_module() if self.continuous is not None else None
+        return _ConditionInverse(self.n_columns, self.continuous_columns, inner,
+                                 self.categorical)
+
+    def _params(self) -> dict[str, Any]:
+        return {
+            "n_columns": self.n_columns,
+            "categorical": [[i, k] for i, k in self.categorical.items()],
+            "continuous": self.continuous.state() if self.continuous is not None else None,
+        }

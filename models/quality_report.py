@@ -49,6 +49,10 @@ def make_report(trained: TrainedModel, train_data: Dataset, held: Dataset | None
     conditional = trained.condition_transform is not None
     real_cond = ref.conditions[idx] if conditional else None
     gen = sample_trained(trained, len(real), real_cond, seed=seed + 1)
+    # Per-event weights of the held-out rows; generated row i is drawn at real row i's
+    # conditions, so it carries the same weight (an unconditional generator's rows: none).
+    real_w = ref.weights[idx] if ref.weights is not None else None
+    gen_w = real_w if conditional else None
 
     extra: dict[str, Any] = {
         "reference": "held-out rows" if held is not None else
@@ -66,6 +70,11 @@ def make_report(trained: TrainedModel, train_data: Dataset, held: Dataset | None
         if conditional:
             labels = _one_hot_labels(train_data.conditions)
             asked = _one_hot_labels(real_cond) if labels is not None else None
+            names = trained.condition_names
+            if labels is None and len(names) == 1 and names[0] in train_data.categories:
+                # one categorical condition (digits' `digit`): its codes are the class labels
+                labels = train_data.conditions[:, 0].astype(np.int64)
+                asked = real_cond[:, 0].astype(np.int64)
         n_tr = min(train_data.n_rows, IMAGE_TRAIN_ROWS)
         extra["images"] = image_measures(train_data.features[:n_tr], real, gen,
                                          labels_train=labels[:n_tr] if labels is not None
@@ -73,9 +82,12 @@ def make_report(trained: TrainedModel, train_data: Dataset, held: Dataset | None
     report = build_report(
         real, gen, feature_names=trained.feature_names, condition_names=trained.condition_names,
         real_cond=real_cond, gen_cond=real_cond, seed=seed, extra=extra,
+        weights=real_w, gen_weights=gen_w,
         binned=trained.image_shape is None,  # per-pixel bins of one-hot labels: noise
+        categories=train_data.categories,  # categorical conditions: one bin per category
     )
     plots = render_all(out_dir / "plots", real=real, gen=gen,
+                       real_weights=real_w, gen_weights=gen_w,
                        feature_names=trained.feature_names, history=trained.history,
                        report=report, image_shape=trained.image_shape)
     report["plots"] = sorted(plots)

@@ -3,6 +3,10 @@
 The noise is drawn here with numpy from the request's seed, so the same model, seed and
 conditions give the same bytes. Sessions are cached per model (LRU). The CUDA execution
 provider is used when this onnxruntime build has it, the CPU one otherwise.
+
+Categorical conditions: the metadata `categories` ({condition: [sorted values]}) lists the
+values of each categorical condition; the graph takes the value's code (its index in that
+list) and one-hot encodes it itself. `encode_category` maps request values to codes.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ import json
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +25,7 @@ import numpy as np
 import onnxruntime as ort
 
 CHUNK_ROWS = 65_536  # rows per ONNX Runtime call: bounds the memory of a large request
+SHOWN_CATEGORIES = 100  # known categories listed in an error message, at most
 
 FORMATS: dict[str, str] = {
     "json": "application/json",
@@ -42,6 +47,15 @@ MEDIA_TYPES: dict[str, str] = {
 
 class SamplingError(ValueError):
     """A request the model cannot serve (wrong conditions, bad n): a client error."""
+
+
+class UnknownCategory(SamplingError):
+    """A value that is not one of a categorical condition's categories; `value` is the first
+    such value, `known` the condition's categories."""
+
+    def __init__(self, message: str, value: object, known: Sequence[int | str]) -> None:
+        super().__init__(message)
+        self.value, self.known = value, list(known)
 
 
 def preferred_providers() -> list[str]:
@@ -70,6 +84,8 @@ class LoadedModel:
     provider: str  # the execution provider the session runs on
     input_names: list[str]
     output_name: str
+    # {categorical condition: its categories (ints or strings)}; the graph takes their codes.
+    categories: dict[str, list] = field(default_factory=dict)
 
 
 def load_model(path: Path | str, providers: Sequence[str] | None = None) -> LoadedModel:
@@ -97,6 +113,10 @@ def load_model(path: Path | str, providers: Sequence[str] | None = None) -> Load
     conditions = _json_meta(meta, "condition_names", [])
     if conditions and "conditions" not in inputs:
         raise ValueError(f"{path}: condition_names given but the graph has no 'conditions'")
+    categories = _json_meta(meta, "categories", {}) or {}
+    if not isinstance(categories, dict) or any(
+            c not in conditions or not isinstance(v, list) for c, v in categories.items()):
+        raise ValueError(f"{path}: the metadata 'categories' must map condition names to lists")
     return LoadedModel(
         session=session,
         feature_names=list(features),
@@ -105,7 +125,60 @@ def load_model(path: Path | str, providers: Sequence[str] | None = None) -> Load
         provider=session.get_providers()[0],
         input_names=list(inputs),
         output_name=output,
+        categories={str(c): list(v) for c, v in categories.items()},
     )
+
+
+def known_categories(categories: Sequence[int | str], limit: int = SHOWN_CATEGORIES) -> str:
+    """The categories for a message: `0, 1, 2` or `'a', 'b'`, cut after `limit`."""
+    head = ", ".join(repr(c) for c in categories[:limit])
+    more = len(categories) - limit
+    return f"{head}, ... ({more} more)" if more > 0 else head
+
+
+def _normalise(value: object, numeric: bool) -> object:
+    """A request value as the category it may be: integer categories take ints, integral
+    floats and numeric strings ("3"); string categories take strings (numbers as text)."""
+    if isinstance(value, bool):
+        return None
+    if numeric:
+        if isinstance(value, int):
+            return value
+        if isinstance(value, float):
+            return int(value) if value.is_integer() else None
+        if isinstance(value, str):
+            text = value.strip()
+            try:
+                return int(text)
+            except ValueError:
+                try:
+                    number = float(text)
+                except ValueError:
+                    return None
+                return int(number) if number.is_integer() else None
+        return None
+    if isinstance(value, str):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value) if isinstance(value, int) else None
+
+
+def encode_category(name: str, categories: Sequence[int | str], values: Sequence[object]
+                    ) -> np.ndarray:
+    """The codes [len(values)] float32 of `values` among `categories` (a categorical
+    condition's sorted values); UnknownCategory names the condition and lists the known ones."""
+    numeric = all(isinstance(c, int) and not isinstance(c, bool) for c in categories)
+    index = {c: i for i, c in enumerate(categories)}
+    codes = np.empty(len(values), dtype=np.float32)
+    for row, value in enumerate(values):
+        code = index.get(_normalise(value, numeric))  # type: ignore[arg-type]
+        if code is None:
+            raise UnknownCategory(
+                f"unknown category {value!r} for condition {name!r}; known categories: "
+                f"{known_categories(categories)}", value, categories)
+        codes[row] = code
+    return codes
 
 
 def draw_noise(seed: int, n: int, latent_dim: int) -> np.ndarray:
@@ -132,6 +205,12 @@ def sample(
             raise SamplingError(f"conditions must have shape ({n}, {c}), not {conditions.shape}")
         if not np.all(np.isfinite(conditions)):
             raise SamplingError("conditions must be finite numbers")
+        for i, name in enumerate(model.condition_names):
+            if name in model.categories:  # codes: integers 0..K-1 (encode_category gives them)
+                codes, k = conditions[:, i], len(model.categories[name])
+                if np.any((codes != np.round(codes)) | (codes < 0) | (codes > k - 1)):
+                    raise SamplingError(f"condition {name!r} is categorical: its column holds "
+                                        f"the codes 0..{k - 1} of its categories")
     z = draw_noise(seed, n, model.latent_dim)
     out = np.empty((n, len(model.feature_names)), dtype=np.float32)
     for start in range(0, n, CHUNK_ROWS):

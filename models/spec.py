@@ -1,8 +1,9 @@
 """The job spec: the contract between the API, the worker and the training code.
 
 Pure pydantic (no torch), so the API can validate specs without loading PyTorch.
-Every default that an objective's paper publishes is that objective's default; the
-training fields left out of a spec are filled from ``OBJECTIVE_DEFAULTS`` when the spec is
+Each objective names recipes: "default" (settings validated on the toy sets within a CPU
+budget, what a spec gets when it says nothing) and "paper" (the objective's published
+settings). The fields a spec leaves out are filled from the chosen recipe when the spec is
 validated, so a stored spec always says exactly what ran.
 """
 
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Annotated, Literal
+from typing import Annotated, Any, ClassVar, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -24,64 +25,170 @@ class _Strict(BaseModel):
 # ---------------------------------------------------------------------------------------------
 
 
-class MinimaxParams(_Strict):
+class Recipe(_Strict):
+    """A named set of settings for one objective. Each value fills a field that the spec left
+    out (null); a field the spec sets is never overridden. `objective` holds the objective's own
+    parameters, `training` fields of TrainingSpec, `critic` fields of the critic's NetSpec."""
+
+    description: str
+    objective: dict[str, Any] = Field(default_factory=dict)
+    training: dict[str, Any] = Field(default_factory=dict)
+    critic: dict[str, Any] = Field(default_factory=dict)
+
+
+RECIPE_NAMES = ("default", "paper")
+
+# What every objective's "default" recipe shares: the settings validated on the toy sets within a
+# CPU budget (docs: "Quality on the toy sets"); each objective's recipes start from these.
+VALIDATED_TRAINING: dict[str, Any] = {
+    "optimizer": "adam", "lr_g": 5e-4, "lr_d": 5e-4, "betas": (0.5, 0.999), "n_critic": 1,
+    "batch_size": 1024, "lr_schedule": "linear", "ema": 0.99,
+}
+
+
+def _default(description: str, objective: dict[str, Any] | None = None,
+             critic: dict[str, Any] | None = None, **training: Any) -> Recipe:
+    return Recipe(description=description, objective=objective or {},
+                  training=VALIDATED_TRAINING | training, critic=critic or {})
+
+
+def _paper(description: str, objective: dict[str, Any] | None = None,
+           critic: dict[str, Any] | None = None, **training: Any) -> Recipe:
+    base = {"batch_size": 256, "lr_schedule": "constant", "ema": 0.0, "betas": (0.9, 0.999),
+            "momentum": 0.0}
+    return Recipe(description=description, objective=objective or {},
+                  training=base | training, critic=critic or {})
+
+
+class _ObjectiveParams(_Strict):
+    """An objective's parameters; `recipes` name complete sets of settings (RECIPE_NAMES)."""
+
+    recipes: ClassVar[dict[str, Recipe]]
+
+
+# ---------------------------------------------------------------------------------------------
+# Objectives: one params class per objective, told apart by `name`. Parameters left null take
+# the value of the job's recipe (training.recipe).
+# ---------------------------------------------------------------------------------------------
+
+
+class MinimaxParams(_ObjectiveParams):
     """Goodfellow et al. 2014, the saturating generator loss E log(1 - D(G(z)))."""
 
     name: Literal["minimax"]
+    recipes: ClassVar[dict[str, Recipe]] = {
+        "default": _default("validated on the toy sets: Adam, linear lr decay, EMA"),
+        "paper": _paper("Goodfellow 2014: k=1 discriminator step, SGD with momentum",
+                        optimizer="sgd", lr_g=1e-2, lr_d=1e-2, momentum=0.5, n_critic=1),
+    }
 
 
-class NSGANParams(_Strict):
+class NSGANParams(_ObjectiveParams):
     """Non-saturating GAN: the generator minimises -E log D(G(z))."""
 
     name: Literal["nsgan"]
+    recipes: ClassVar[dict[str, Recipe]] = {
+        "default": _default("validated on the toy sets: Adam, linear lr decay, EMA"),
+        "paper": _paper("DCGAN (Radford 2015): Adam 2e-4, beta1 0.5", optimizer="adam",
+                        lr_g=2e-4, lr_d=2e-4, betas=(0.5, 0.999), n_critic=1),
+    }
 
 
-class LSGANParams(_Strict):
+class LSGANParams(_ObjectiveParams):
     """Least-squares GAN (Mao et al. 2017), targets a=0 (fake), b=1 (real), c=1."""
 
     name: Literal["lsgan"]
+    recipes: ClassVar[dict[str, Recipe]] = {
+        "default": _default("validated on the toy sets: Adam, linear lr decay, EMA"),
+        "paper": _paper("Mao 2017: Adam 2e-4, beta1 0.5", optimizer="adam", lr_g=2e-4,
+                        lr_d=2e-4, betas=(0.5, 0.999), n_critic=1),
+    }
 
 
 Divergence = Literal["kl", "reverse_kl", "pearson", "neyman", "hellinger", "js", "gan"]
 
 
-class FGANParams(_Strict):
+class FGANParams(_ObjectiveParams):
     """f-GAN (Nowozin et al. 2016). `generator_loss`: the paper's practical step -E g_f(V)
     ("practical") or the saddle-point step E f*(g_f(V)) ("saddle")."""
 
     name: Literal["fgan"]
     divergence: Divergence = "js"
     generator_loss: Literal["practical", "saddle"] = "practical"
+    recipes: ClassVar[dict[str, Recipe]] = {
+        "default": _default("validated on the toy sets: Adam, linear lr decay, EMA"),
+        "paper": _paper("Nowozin 2016: Adam 2e-4, beta1 0.5", optimizer="adam", lr_g=2e-4,
+                        lr_d=2e-4, betas=(0.5, 0.999), n_critic=1),
+    }
 
 
-class WGANParams(_Strict):
+class WGANParams(_ObjectiveParams):
     """WGAN with weight clipping (Arjovsky et al. 2017): every critic weight in [-clip, clip]."""
 
     name: Literal["wgan"]
-    clip: float = Field(0.01, gt=0)
+    clip: float | None = Field(None, gt=0)
+    recipes: ClassVar[dict[str, Recipe]] = {
+        "default": _default("validated on the toy sets: RMSProp 5e-4 (momentum-free, as the "
+                            "paper advises for clipping), n_critic 5, linear decay, EMA",
+                            objective={"clip": 0.01}, optimizer="rmsprop", n_critic=5,
+                            batch_size=256),
+        "paper": _paper("Arjovsky 2017: RMSProp 5e-5, c=0.01, m=64, n_critic 5",
+                        objective={"clip": 0.01}, optimizer="rmsprop", lr_g=5e-5, lr_d=5e-5,
+                        n_critic=5, batch_size=64),
+    }
 
 
-class WGANGPParams(_Strict):
+class WGANGPParams(_ObjectiveParams):
     """WGAN-GP (Gulrajani et al. 2017); `one_sided` penalises only norms above 1."""
 
     name: Literal["wgan-gp"]
-    gp_lambda: float = Field(10.0, ge=0)
+    gp_lambda: float | None = Field(None, ge=0)
     one_sided: bool = False
+    recipes: ClassVar[dict[str, Recipe]] = {
+        "default": _default("validated on the toy sets: gp_lambda 1, n_critic 2, Adam 5e-4 "
+                            "(0, 0.9), batch 1024, linear lr decay, EMA 0.99",
+                            objective={"gp_lambda": 1.0}, n_critic=2, betas=(0.0, 0.9)),
+        "paper": _paper("Gulrajani 2017: lambda 10, n_critic 5, Adam 1e-4 (0, 0.9)",
+                        objective={"gp_lambda": 10.0}, optimizer="adam", lr_g=1e-4,
+                        lr_d=1e-4, betas=(0.0, 0.9), n_critic=5, batch_size=256),
+    }
 
 
-class CramerParams(_Strict):
+class CramerParams(_ObjectiveParams):
     """Cramér GAN (Bellemare et al. 2017, Algorithm 1); the critic maps to R^feature_dim."""
 
     name: Literal["cramer"]
-    gp_lambda: float = Field(10.0, ge=0)
+    gp_lambda: float | None = Field(None, ge=0)
     feature_dim: int = Field(256, ge=1, le=4096)
+    recipes: ClassVar[dict[str, Recipe]] = {
+        "default": _default("validated on the toy sets: gp_lambda 0.01, one critic step at "
+                            "twice the generator's lr, linear lr decay, EMA",
+                            objective={"gp_lambda": 0.01}, lr_d=1e-3, batch_size=512,
+                            betas=(0.0, 0.9)),
+        "paper": _paper("Bellemare 2017: lambda 10, n_critic 5, Adam 1e-4 (0, 0.9)",
+                        objective={"gp_lambda": 10.0}, optimizer="adam", lr_g=1e-4,
+                        lr_d=1e-4, betas=(0.0, 0.9), n_critic=5),
+    }
 
 
-class HingeParams(_Strict):
-    """Hinge loss (Lim & Ye 2017; Miyato et al. 2018): D min E relu(1-V(x)) + E relu(1+V(G(z)))."""
+class HingeParams(_ObjectiveParams):
+    """Hinge loss (Lim & Ye 2017; Miyato et al. 2018): D min E relu(1-V(x)) + E relu(1+V(G(z)));
+    its critic is spectrally normalised unless the spec says otherwise (SN-GAN)."""
 
     name: Literal["hinge"]
+    recipes: ClassVar[dict[str, Recipe]] = {
+        "default": _default("validated on the toy sets: spectral-norm critic, Adam, linear lr "
+                            "decay, EMA", critic={"spectral_norm": True}),
+        "paper": _paper("Miyato 2018 (SN-GAN): spectral norm, Adam 2e-4 (0, 0.9), n_dis 5",
+                        critic={"spectral_norm": True}, optimizer="adam", lr_g=2e-4,
+                        lr_d=2e-4, betas=(0.0, 0.9), n_critic=5, batch_size=64),
+    }
 
+
+OBJECTIVE_PARAMS: tuple[type[_ObjectiveParams], ...] = (
+    MinimaxParams, NSGANParams, LSGANParams, FGANParams, WGANParams, WGANGPParams,
+    CramerParams, HingeParams,
+)
 
 ObjectiveSpec = Annotated[
     MinimaxParams
@@ -95,33 +202,11 @@ ObjectiveSpec = Annotated[
     Field(discriminator="name"),
 ]
 
-OBJECTIVE_NAMES = ("minimax", "nsgan", "lsgan", "fgan", "wgan", "wgan-gp", "cramer", "hinge")
-
-
-class TrainingDefaults(_Strict):
-    optimizer: Literal["adam", "rmsprop", "sgd"]
-    lr_g: float
-    lr_d: float
-    betas: tuple[float, float] = (0.9, 0.999)
-    momentum: float = 0.0
-    n_critic: int
-
-
-# The published settings of each objective's paper (../shared/REFERENCE.md).
-OBJECTIVE_DEFAULTS: dict[str, TrainingDefaults] = {
-    # Goodfellow 2014: k=1 discriminator step, SGD with momentum.
-    "minimax": TrainingDefaults(optimizer="sgd", lr_g=1e-2, lr_d=1e-2, momentum=0.5, n_critic=1),
-    # DCGAN (Radford 2015): Adam 2e-4, beta1 0.5.
-    "nsgan": TrainingDefaults(optimizer="adam", lr_g=2e-4, lr_d=2e-4, betas=(0.5, 0.999), n_critic=1),
-    "lsgan": TrainingDefaults(optimizer="adam", lr_g=2e-4, lr_d=2e-4, betas=(0.5, 0.999), n_critic=1),
-    "fgan": TrainingDefaults(optimizer="adam", lr_g=2e-4, lr_d=2e-4, betas=(0.5, 0.999), n_critic=1),
-    # Arjovsky 2017: RMSProp 5e-5, n_critic 5.
-    "wgan": TrainingDefaults(optimizer="rmsprop", lr_g=5e-5, lr_d=5e-5, n_critic=5),
-    # Gulrajani 2017: Adam 1e-4, betas (0, 0.9), n_critic 5.
-    "wgan-gp": TrainingDefaults(optimizer="adam", lr_g=1e-4, lr_d=1e-4, betas=(0.0, 0.9), n_critic=5),
-    "cramer": TrainingDefaults(optimizer="adam", lr_g=1e-4, lr_d=1e-4, betas=(0.0, 0.9), n_critic=5),
-    # Miyato 2018 (SN-GAN, hinge): Adam 2e-4, betas (0, 0.9), n_dis 5.
-    "hinge": TrainingDefaults(optimizer="adam", lr_g=2e-4, lr_d=2e-4, betas=(0.0, 0.9), n_critic=5),
+OBJECTIVE_NAMES = tuple(
+    get_args(cls.model_fields["name"].annotation)[0] for cls in OBJECTIVE_PARAMS
+)
+OBJECTIVE_RECIPES: dict[str, dict[str, Recipe]] = {
+    name: cls.recipes for name, cls in zip(OBJECTIVE_NAMES, OBJECTIVE_PARAMS, strict=True)
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -147,7 +232,8 @@ class NetSpec(_Strict):
 
 class CriticSpec(NetSpec):
     activation: Activation = "leaky_relu"
-    spectral_norm: bool = False
+    # null: the recipe's choice (hinge's recipes: on, as in SN-GAN), else off.
+    spectral_norm: bool | None = None
 
 
 class ArchitectureSpec(_Strict):
@@ -182,11 +268,18 @@ class DatasetSpec(_Strict):
     uri: str = Field(min_length=1)
     features: list[str] | None = None
     conditions: list[str] = Field(default_factory=list)
+    # Condition columns (integers or strings) one-hot encoded inside the exported graph;
+    # sampling takes their values. Non-numeric condition columns are categorical anyway.
+    categorical: list[str] = Field(default_factory=list)
     weights: str | None = None
     # null: "minmax" (to [-1, 1], the range of a tanh output) for dcgan, "standard" otherwise.
     preprocessing: Literal["standard", "quantile", "minmax", "none"] | None = None
     table: str | None = None
     max_rows: int | None = Field(None, ge=1)
+    # Share of the training rows (after the holdout) kept out of the gradient steps to choose
+    # the exported weights and to stop early (training.validate_every); seeded by
+    # training.seed. 0: no validation split.
+    validation_fraction: float = Field(0.1, ge=0.0, lt=0.5)
     # Share of the rows held out of training for the quality report (deterministic by
     # training.seed); 0: none held out, the report then compares with the training rows.
     holdout_fraction: float = Field(0.2, ge=0.0, lt=1.0)
@@ -207,6 +300,24 @@ class DatasetSpec(_Strict):
             raise ValueError(f"columns used in more than one role: {dupes}")
         return self
 
+    @model_validator(mode="after")
+    def _categorical_are_conditions(self) -> DatasetSpec:
+        dupes = sorted({c for c in self.categorical if self.categorical.count(c) > 1})
+        if dupes:
+            raise ValueError(f"categorical names a column more than once: {dupes}")
+        features = [c for c in self.categorical if c in (self.features or [])
+                    or c == self.weights]
+        if features:
+            raise ValueError(f"only condition columns can be categorical, not the generated "
+                             f"feature (or weights) column(s) {features}")
+        # With no conditions named, the data set's default conditions apply: the loader checks.
+        if self.conditions:
+            stray = [c for c in self.categorical if c not in self.conditions]
+            if stray:
+                raise ValueError(f"categorical column(s) {stray} are not among the conditions "
+                                 f"{self.conditions}; only condition columns can be categorical")
+        return self
+
 
 # ---------------------------------------------------------------------------------------------
 # Training
@@ -214,11 +325,14 @@ class DatasetSpec(_Strict):
 
 
 class TrainingSpec(_Strict):
-    """`steps` counts generator updates; each is preceded by `n_critic` critic updates.
-    Fields left as null take the objective's published default."""
+    """`steps` counts generator updates (at most: early stopping may end sooner); each is
+    preceded by `n_critic` critic updates. Fields left as null take the value of the recipe
+    (`recipe`: "default", the settings validated on the toy sets, or "paper", the objective's
+    published settings); a field the spec sets overrides the recipe."""
 
-    steps: int = Field(2000, ge=1, le=10_000_000)
-    batch_size: int = Field(256, ge=2, le=1_000_000)
+    recipe: Literal["default", "paper"] = "default"
+    steps: int = Field(5000, ge=1, le=10_000_000)
+    batch_size: int | None = Field(None, ge=2, le=1_000_000)
     n_critic: int | None = Field(None, ge=1, le=100)
     lr_g: float | None = Field(None, gt=0)
     lr_d: float | None = Field(None, gt=0)
@@ -226,10 +340,20 @@ class TrainingSpec(_Strict):
     momentum: float | None = Field(None, ge=0, lt=1)
     optimizer: Literal["adam", "rmsprop", "sgd"] | None = None
     # "linear": both learning rates fall linearly to 0 at the last step (WGAN-GP's CIFAR runs).
-    lr_schedule: Literal["constant", "linear"] = "constant"
+    lr_schedule: Literal["constant", "linear"] | None = None
     seed: int = Field(0, ge=0, lt=2**63)
-    # Decay of an exponential moving average of G's weights, exported instead of G; null: off.
+    # Decay of an exponential moving average of G's weights, exported instead of G; 0: off.
     ema: float | None = Field(None, ge=0, lt=1)
+    # Instance noise (Sonderby et al. 2016; Arjovsky & Bottou 2017): the std of Gaussian noise
+    # added to every row the critic sees, real and generated, on the model's (standardised)
+    # scale, annealed linearly to 0 at the last step. 0: off.
+    instance_noise: float | None = Field(None, ge=0, le=10)
+    # Model selection: every `validate_every` steps the generator is scored on the validation
+    # rows (dataset.validation_fraction) by the sliced Wasserstein distance; the best scoring
+    # weights are exported. Training stops after `patience` scores without improvement
+    # (0: never early). validate_every 0: no validation, the last weights are exported.
+    validate_every: int = Field(250, ge=0)
+    patience: int = Field(8, ge=0)
     checkpoint_every: int = Field(500, ge=1)
     log_every: int = Field(50, ge=1)
     device: Literal["auto", "cpu", "cuda"] = "auto"
@@ -244,6 +368,9 @@ class TrainingSpec(_Strict):
             raise ValueError("betas must lie in [0, 1)")
         return betas
 
+
+# A field that no recipe names takes this value.
+TRAINING_FALLBACKS: dict[str, Any] = {"momentum": 0.0, "instance_noise": 0.0}
 
 # ---------------------------------------------------------------------------------------------
 # The job
@@ -268,12 +395,19 @@ class JobSpec(_Strict):
         return {"name": value} if isinstance(value, str) else value
 
     @model_validator(mode="after")
-    def _fill_published_defaults(self) -> JobSpec:
-        defaults = OBJECTIVE_DEFAULTS[self.objective.name]
-        t = self.training
-        for field in ("optimizer", "lr_g", "lr_d", "betas", "momentum", "n_critic"):
-            if getattr(t, field) is None:
-                setattr(t, field, getattr(defaults, field))
+    def _fill_from_recipe(self) -> JobSpec:
+        recipe = OBJECTIVE_RECIPES[self.objective.name][self.training.recipe]
+        for target, values in ((self.objective, recipe.objective),
+                               (self.training, recipe.training),
+                               (self.architecture.critic, recipe.critic)):
+            for field, value in values.items():
+                if getattr(target, field) is None:
+                    setattr(target, field, value)
+        for field, fallback in TRAINING_FALLBACKS.items():
+            if getattr(self.training, field) is None:
+                setattr(self.training, field, fallback)
+        if self.architecture.critic.spectral_norm is None:
+            self.architecture.critic.spectral_norm = False
         images = self.architecture.name == "dcgan"
         if self.dataset.preprocessing is None:
             self.dataset.preprocessing = "minmax" if images else "standard"

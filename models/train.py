@@ -1,9 +1,10 @@
 """The training loop: one file, top to bottom.
 
 data (physical units) -> preprocessing -> n_critic critic steps + 1 generator step, repeated
-`steps` times -> an EMA generator, a critic and the transforms that map back to physical units.
+at most `steps` times -> the generator (its EMA when training.ema is set) that scored best on
+the validation rows, a critic and the transforms that map back to physical units.
 Checkpoints hold everything needed to continue bit-for-bit on CPU: G, D, EMA, both optimisers,
-the step and the RNG states.
+the step, the RNG states and the best validated weights so far.
 """
 
 from __future__ import annotations
@@ -21,9 +22,10 @@ from torch import Tensor, nn
 
 from models.architectures import build_critic, build_generator
 from models.datasets import Dataset
-from models.objectives import get_objective
+from models.objectives import check_weights, get_objective
 from models.preprocessing import Transform, fit_transform
 from models.referee import Referee
+from models.selection import Validator, has_batchnorm, refresh_batchnorm
 from models.spec import JobSpec, TrainingSpec
 
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -54,6 +56,11 @@ class TrainedModel:
     device: str
     history: list[Progress]
     resumed_from: int | None = None
+    # Model selection: the step whose weights were kept, its validation score, and the step the
+    # loop ended at (< steps when it stopped early). best_step None: no validation ran.
+    best_step: int | None = None
+    best_score: float | None = None
+    last_step: int = 0
 
 
 def resolve_device(requested: str) -> torch.device:
@@ -73,10 +80,10 @@ def make_optimizer(params, lr: float, t: TrainingSpec) -> torch.optim.Optimizer:
 
 @torch.no_grad()
 def ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
+    """Average the weights only: batch-norm statistics of the average are recomputed from its
+    own activations where they are used (models.selection.refresh_batchnorm)."""
     for p_ema, p in zip(ema.parameters(), model.parameters(), strict=True):
         p_ema.lerp_(p, 1 - decay)
-    for b_ema, b in zip(ema.buffers(), model.buffers(), strict=True):
-        b_ema.copy_(b)
 
 
 def _rng_state() -> dict:
@@ -99,15 +106,25 @@ def _save_atomic(obj: dict, path: Path) -> None:
     os.replace(tmp, path)
 
 
+def _normalised_weights(weights: np.ndarray | None, device: torch.device) -> Tensor | None:
+    if weights is None:
+        return None
+    # Mean 1, so weighted and unweighted losses share a scale.
+    w = weights.astype(np.float64)
+    return torch.as_tensor(w / w.mean(), dtype=torch.float32, device=device)
+
+
 def train(
     spec: JobSpec,
     data: Dataset,
     *,
+    validation: Dataset | None = None,
     workdir: Path | None = None,
     on_progress: Callable[[Progress], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
 ) -> TrainedModel:
     t = spec.training
+    check_weights(spec.objective.name, data.weights)
     device = resolve_device(t.device)
     torch.manual_seed(t.seed)
     np.random.seed(t.seed % 2**32)
@@ -120,13 +137,11 @@ def train(
     cond_tf = None
     a_all = None
     if n_conditions:
-        cond_tf = fit_transform(spec.dataset.preprocessing, data.conditions)
+        cond_tf = fit_transform(spec.dataset.preprocessing, data.conditions,
+                                categorical=data.category_sizes)
         a_all = torch.as_tensor(cond_tf.forward(data.conditions), dtype=torch.float32, device=device)
-    w_all = None
-    if data.weights is not None:
-        # Mean 1 over the data set, so weighted and unweighted losses share a scale.
-        w_np = data.weights.astype(np.float64)
-        w_all = torch.as_tensor(w_np / w_np.mean(), dtype=torch.float32, device=device)
+        n_conditions = a_all.shape[1]  # a categorical condition: its K one-hot columns
+    w_all = _normalised_weights(data.weights, device)
 
     # --- models and optimisers ----------------------------------------------------------------
     objective = get_objective(spec.objective)
@@ -142,6 +157,19 @@ def train(
     schedulers = [torch.optim.lr_scheduler.LambdaLR(o, factor) for o in (opt_g, opt_d)]
     referee = Referee(n_features, n_conditions, t.seed, device) if t.referee_every else None
     referee_auc: float | None = None
+    validator = None
+    if validation is not None and t.validate_every:
+        x_val = torch.as_tensor(feature_tf.forward(validation.features), dtype=torch.float32,
+                                device=device)
+        a_val = None
+        if cond_tf is not None:
+            a_val = torch.as_tensor(cond_tf.forward(validation.conditions), dtype=torch.float32,
+                                    device=device)
+        validator = Validator(x_val, a_val, _normalised_weights(validation.weights, device),
+                              arch.latent_dim, t.seed)
+    needs_bn_refresh = G_ema is not None and has_batchnorm(G)
+    best: dict = {"step": None, "score": None, "generator": None, "since": 0}
+    finished = False
 
     # --- resume ---------------------------------------------------------------------------------
     start_step, resumed_from = 0, None
@@ -164,6 +192,8 @@ def train(
                 referee_auc = ckpt.get("referee_auc")
             start_step = resumed_from = int(ckpt["step"])
             history = [Progress(**p) for p in ckpt["history"]]
+            best = ckpt.get("best") or best
+            finished = bool(ckpt.get("finished", False))
 
     def checkpoint(step: int) -> None:
         if ckpt_path is None:
@@ -183,9 +213,37 @@ def train(
                 "history": [vars(p) for p in history],
                 "referee": referee.state_dict() if referee is not None else {},
                 "referee_auc": referee_auc,
+                "best": best,
+                "finished": finished,
             },
             ckpt_path,
         )
+
+    def exported_generator() -> nn.Module:
+        """The generator as it would be exported now (EMA with its own batch-norm stats)."""
+        if G_ema is None:
+            return G
+        if needs_bn_refresh:
+            refresh_batchnorm(G_ema, a_all, n_rows, arch.latent_dim, t.batch_size, t.seed)
+        return G_ema
+
+    def validate(step: int) -> dict[str, float]:
+        assert validator is not None
+        generator = exported_generator()
+        score = validator.score(generator)
+        if best["score"] is None or score < best["score"]:
+            state = {k: v.detach().clone() for k, v in generator.state_dict().items()}
+            best.update(step=step, score=score, generator=state, since=0)
+        else:
+            best["since"] += 1
+        return {"validation_swd": score, "best_validation_swd": best["score"],
+                "best_step": float(best["step"])}
+
+    def noise_scale(step: int) -> float:
+        return t.instance_noise * max(0.0, 1.0 - step / t.steps) if t.instance_noise else 0.0
+
+    def noisy(x: Tensor, scale: float) -> Tensor:
+        return x + scale * torch.randn_like(x) if scale > 0 else x
 
     def batch() -> tuple[Tensor, Tensor | None, Tensor | None]:
         # Sampling with replacement from the global RNG keeps resume exact: no epoch state.
@@ -204,16 +262,20 @@ def train(
     G.train()
     D.train()
     tic, tic_step = time.perf_counter(), start_step
+    last_step = start_step
     for step in range(start_step, t.steps):
+        if finished:
+            break
         if should_stop is not None and should_stop():
             checkpoint(step)  # a job handed back or cancelled loses no finished step
             raise Cancelled(f"cancelled at step {step}")
 
+        sigma = noise_scale(step)
         for _ in range(t.n_critic):
             real, cond, w = batch()
             with torch.no_grad():
-                fakes = [generate(cond) for _ in range(objective.n_fakes)]
-            d_loss, d_logs = objective.critic_loss(D, real, fakes, cond, w)
+                fakes = [noisy(generate(cond), sigma) for _ in range(objective.n_fakes)]
+            d_loss, d_logs = objective.critic_loss(D, noisy(real, sigma), fakes, cond, w)
             opt_d.zero_grad(set_to_none=True)
             d_loss.backward()
             opt_d.step()
@@ -221,7 +283,8 @@ def train(
 
         real, cond, w = batch()
         fakes = [generate(cond) for _ in range(objective.n_fakes)]
-        g_loss, g_logs = objective.generator_loss(D, real, fakes, cond, w)
+        g_loss, g_logs = objective.generator_loss(
+            D, noisy(real, sigma), [noisy(f, sigma) for f in fakes], cond, w)
         opt_g.zero_grad(set_to_none=True)
         g_loss.backward()
         opt_g.step()
@@ -230,12 +293,17 @@ def train(
         for sched in schedulers:
             sched.step()
 
-        done = step + 1
+        done = last_step = step + 1
         if referee is not None:
             referee.update(real, fakes[0], cond, w)
             if done % t.referee_every == 0 or done == t.steps:
                 referee_auc = referee.auc(G, x_all, a_all, 2 * t.batch_size, arch.latent_dim)
-        if done % t.log_every == 0 or done == t.steps:
+        validation_logs: dict[str, float] = {}
+        if validator is not None and (done % t.validate_every == 0 or done == t.steps):
+            validation_logs = validate(done)
+            if t.patience and best["since"] >= t.patience:
+                finished = True  # early stop: `patience` scores without improvement
+        if done % t.log_every == 0 or done == t.steps or validation_logs or finished:
             elapsed = time.perf_counter() - tic
             rate = (done - tic_step) / elapsed if elapsed > 0 else 0.0
             tic, tic_step = time.perf_counter(), done
@@ -247,18 +315,24 @@ def train(
                 | {f"generator/{k}": v for k, v in g_logs.items()},
                 metrics={"steps_per_second": rate,
                          "eta_seconds": (t.steps - done) / rate if rate > 0 else 0.0}
-                | ({"referee_auc": referee_auc} if referee_auc is not None else {}),
+                | ({"referee_auc": referee_auc} if referee_auc is not None else {})
+                | validation_logs
+                | ({"instance_noise": sigma} if t.instance_noise else {})
+                | ({"stopped_early": 1.0} if finished else {}),
             )
             if not all(np.isfinite(v) for v in progress.losses.values()):
                 raise FloatingPointError(f"non-finite loss at step {done}: {progress.losses}")
             history.append(progress)
             if on_progress is not None:
                 on_progress(progress)
-        if done % t.checkpoint_every == 0 and done < t.steps:
+        if done % t.checkpoint_every == 0 and done < t.steps and not finished:
             checkpoint(done)
-    checkpoint(t.steps)
+    finished = True
+    checkpoint(last_step)
 
-    final_g = G_ema if G_ema is not None else G
+    final_g = exported_generator()
+    if best["generator"] is not None:
+        final_g.load_state_dict(best["generator"])
     return TrainedModel(
         spec=spec,
         generator=final_g.eval(),
@@ -271,4 +345,7 @@ def train(
         device=str(device),
         history=history,
         resumed_from=resumed_from,
+        best_step=best["step"],
+        best_score=best["score"],
+        last_step=last_step,
     )

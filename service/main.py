@@ -16,7 +16,7 @@ from service import observability, problems
 from service.auth import require
 from service.deps import ServicesDep
 from service.limits import LimitsMiddleware
-from service.routers import datasets, jobs, models, reports
+from service.routers import datasets, jobs, models, objectives, reports
 from service.state import Services
 
 DESCRIPTION = """Train GANs on tabular, toy or image data and sample them through ONNX Runtime.
@@ -46,6 +46,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(models.router, dependencies=[Depends(require("sample"))])
     app.include_router(datasets.router, dependencies=[Depends(require("train"))])
     app.include_router(reports.router, dependencies=[Depends(require("sample"))])
+    app.include_router(objectives.router, dependencies=[Depends(require("train"))])
 
     @app.get("/healthz", tags=["health"])
     def healthz(services: ServicesDep) -> JSONResponse:

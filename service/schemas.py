@@ -66,6 +66,8 @@ class ModelOut(BaseModel):
     architecture: str | None = None
     latent_dim: int | None = None
     image_shape: list[int] | None = None
+    categories: dict[str, list[int | str]] = Field(
+        default_factory=dict, description="the values each categorical condition takes")
     metrics: dict[str, Any] = Field(default_factory=dict)
     final_losses: dict[str, float] = Field(default_factory=dict)
     spec_hash: str | None = None
@@ -90,6 +92,7 @@ class ModelOut(BaseModel):
             architecture=meta.get("architecture"),
             latent_dim=meta.get("latent_dim"),
             image_shape=meta.get("image_shape"),
+            categories=meta.get("categories") or {},
             metrics=meta.get("metrics") or {},
             final_losses=meta.get("final_losses") or {},
             spec_hash=meta.get("spec_hash"),
@@ -119,10 +122,11 @@ class DatasetOut(BaseModel):
 
 
 class SamplesRequest(BaseModel):
-    """Per-row conditions: one sample per row. Unconditional models take `n` instead."""
+    """Per-row conditions: one sample per row. Unconditional models take `n` instead.
+    A categorical condition takes its values (integers or strings) as the model lists them."""
 
     model_config = ConfigDict(extra="forbid")
 
-    conditions: dict[str, list[float]] = Field(default_factory=dict)
+    conditions: dict[str, list[float | int | str]] = Field(default_factory=dict)
     n: int | None = Field(None, ge=1)
     seed: int | None = Field(None, ge=0, lt=2**63)

@@ -1,12 +1,18 @@
-"""Checks a job spec must pass before it is queued, beyond the spec's own validation."""
+"""Checks a job spec must pass before it is queued, beyond the spec's own validation; and
+the conditions of a sampling request, to the float columns the ONNX graph takes."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 from urllib.parse import unquote, urlparse
 
+import numpy as np
+
 from models.records import Records
+from models.sampling import LoadedModel, UnknownCategory, encode_category
 from models.settings import Settings
 from service.problems import invalid
 
@@ -73,3 +79,36 @@ def check_dataset_uri(uri: str, settings: Settings, records: Records) -> None:
                           f"{', '.join(allowed) or '(none: set ALLOWED_HOSTS)'}", URI_LOC)
     else:
         raise invalid(f"unsupported URI scheme {scheme!r}", URI_LOC)
+
+
+def condition_column(model: LoadedModel, name: str, values: Sequence[object],
+                     loc: list[str | int], field: str
+                     ) -> tuple[np.ndarray | None, dict[str, Any] | None]:
+    """(the float32 column the graph takes for condition `name`, None), or (None, an error
+    entry for a 422). A categorical condition takes its values (ints or strings, "3" in a
+    query) and becomes their codes; the others take numbers (numeric strings too)."""
+    categories = model.categories.get(name)
+    if categories is not None:
+        try:
+            return encode_category(name, categories, values), None
+        except UnknownCategory as exc:
+            return None, {"loc": loc, "field": field, "msg": str(exc), "type": "enum",
+                          "ctx": {"expected": exc.known}}
+    try:
+        if any(isinstance(v, bool) for v in values):
+            raise ValueError("a boolean")
+        return np.asarray(values, dtype=np.float32).reshape(-1), None
+    except (TypeError, ValueError):
+        bad = next((v for v in values if not _is_number(v)), None)
+        return None, {"loc": loc, "field": field, "msg": f"not a number: {bad!r}"[:200],
+                      "type": "float_parsing"}
+
+
+def _is_number(value: object) -> bool:
+    if isinstance(value, bool):
+        return False
+    try:
+        float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return False
+    return True

@@ -1,25 +1,35 @@
-"""From a Table and a DatasetSpec to a validated Dataset: roles, dtypes, values."""
+"""From a Table and a DatasetSpec to a validated Dataset: roles, dtypes, values.
+
+Categorical conditions (named in `spec.categorical`, or any condition column that is not
+numeric) become codes 0..K-1 of their sorted distinct values, kept in `Dataset.categories`.
+"""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
 
-from models.datasets.base import MIN_ROWS, DataError, Dataset, Table, shown
+from models.datasets.base import MAX_CATEGORIES, MIN_ROWS, DataError, Dataset, Table, shown
 from models.spec import DatasetSpec
 
+# A category longer than this is refused (categories travel in the model's metadata).
+MAX_CATEGORY_CHARS = 200
 
-def _expand(names: Sequence[str], table: Table) -> list[str]:
+
+def _expand(names: Sequence[str], table: Table, keep: Sequence[str] = ()) -> list[str]:
+    """Aliases expanded, except the names in `keep` (a categorical condition is one column)."""
     out: list[str] = []
     for name in names:
-        out.extend(table.aliases.get(name, [name]))
+        out.extend([name] if name in keep else table.aliases.get(name, [name]))
     return out
 
 
 def resolve_roles(table: Table, spec: DatasetSpec) -> tuple[list[str], list[str], str | None]:
     """(features, conditions, weights) column names, or DataError for unknown or clashing ones."""
-    conditions = _expand(spec.conditions, table) or list(table.default_conditions)
+    conditions = _expand(spec.conditions, table, spec.categorical) or list(
+        table.default_conditions)
     weights = spec.weights
     if spec.features is not None:
         features = _expand(spec.features, table)
@@ -39,6 +49,13 @@ def resolve_roles(table: Table, spec: DatasetSpec) -> tuple[list[str], list[str]
     if not features:
         raise DataError(f"no feature columns in {table.label}: every column is a condition or "
                         "the weight")
+    stray = [c for c in spec.categorical if c not in conditions]
+    if stray:
+        as_features = [c for c in stray if c in features]
+        what = (f"{', '.join(repr(c) for c in as_features)} is a generated feature column"
+                if as_features else f"the conditions are {conditions or 'none'}")
+        raise DataError(f"only condition columns can be categorical; in {table.label} "
+                        f"{', '.join(repr(c) for c in stray)} is not a condition ({what})")
     return features, conditions, weights
 
 
@@ -58,7 +75,68 @@ def _numeric(name: str, values: np.ndarray, label: str) -> np.ndarray:
             shown_bad = shown_bad[:77] + "..."
         example = f", e.g. {shown_bad}"
     raise DataError(f"column {name!r} of {label} is not numeric (dtype {values.dtype}"
-                    f"{example})")
+                    f"{example}); only condition columns may hold strings (categorical)")
+
+
+def _clip(value: object) -> str:
+    text = repr(value)
+    return text[:77] + "..." if len(text) > 80 else text
+
+
+def _categorical(name: str, values: np.ndarray, label: str) -> tuple[np.ndarray, list]:
+    """(codes [N] float32 in 0..K-1, the K sorted distinct values as ints or strings)."""
+    values = np.asarray(values)
+    if values.ndim != 1:
+        raise DataError(f"column {name!r} of {label} holds {values.shape[1:]}-shaped values per "
+                        "row; only one value per row can be used")
+    kind = values.dtype.kind
+    n = len(values)
+    if kind in "biu":
+        keys: np.ndarray = values.astype(np.int64)
+    elif kind == "f":
+        finite = np.isfinite(values)
+        if not finite.all():
+            raise DataError(f"categorical column {name!r} of {label} has missing (NaN) or "
+                            f"infinite values in {int((~finite).sum())} of {n} rows")
+        whole = values == np.round(values)
+        if not whole.all():
+            raise DataError(f"categorical column {name!r} of {label} holds non-integer numbers, "
+                            f"e.g. {values[~whole][0]:g}; categories are integers or strings")
+        keys = values.astype(np.int64)
+    elif kind in "OUS":
+        items = [v.decode("utf-8", "replace") if isinstance(v, bytes) else v
+                 for v in values.tolist()]
+        missing = sum(1 for v in items if v is None or (isinstance(v, float) and math.isnan(v)))
+        if missing:
+            raise DataError(f"categorical column {name!r} of {label} has missing values in "
+                            f"{missing} of {n} rows; drop or fill those rows first")
+        if all(isinstance(v, str) for v in items):
+            pass
+        elif all(isinstance(v, int) and not isinstance(v, bool) for v in items):
+            items = [int(v) for v in items]
+        else:
+            bad = next(v for v in items if not isinstance(v, str))
+            raise DataError(f"categorical column {name!r} of {label} mixes strings with other "
+                            f"values, e.g. {_clip(bad)}; categories are integers or strings")
+        keys = np.asarray(items, dtype=object)
+    else:
+        raise DataError(f"column {name!r} of {label} (dtype {values.dtype}) cannot be a "
+                        "categorical condition: categories are integers or strings")
+    distinct, codes = np.unique(keys, return_inverse=True)
+    if len(distinct) > MAX_CATEGORIES:
+        raise DataError(f"categorical column {name!r} of {label} has {len(distinct)} distinct "
+                        f"values; at most {MAX_CATEGORIES} categories are allowed")
+    categories = [v if isinstance(v, str) else int(v) for v in distinct.tolist()]
+    long = next((v for v in categories if isinstance(v, str) and len(v) > MAX_CATEGORY_CHARS),
+                None)
+    if long is not None:
+        raise DataError(f"categorical column {name!r} of {label} has a category longer than "
+                        f"{MAX_CATEGORY_CHARS} characters: {_clip(long)}")
+    if len(categories) == 1:
+        raise DataError(f"condition column {name!r} of {label} is constant (the single "
+                        f"category {categories[0]!r}); a constant condition tells the model "
+                        "nothing")
+    return codes.reshape(-1).astype(np.float32), categories
 
 
 def _check_finite(columns: dict[str, np.ndarray], label: str) -> None:
@@ -83,12 +161,23 @@ def assemble(table: Table, spec: DatasetSpec) -> Dataset:
         raise DataError(f"columns of {table.label} differ in length: {lengths}")
     if n_rows == 0:  # before the dtype check: an empty CSV column has no numeric dtype
         raise DataError(f"{table.label} holds no rows")
-    columns = {n: _numeric(n, raw[n], table.label) for n in needed}
+    declared = set(spec.categorical)
+    # Categorical: named in the spec, or a condition column that holds no numbers.
+    categorical = [n for n in conditions if n in declared or raw[n].dtype.kind in "OUS"]
+    columns: dict[str, np.ndarray] = {}
+    categories: dict[str, list] = {}
+    for n in needed:
+        if n in categorical:
+            columns[n], categories[n] = _categorical(n, raw[n], table.label)
+        else:
+            columns[n] = _numeric(n, raw[n], table.label)
     if n_rows < MIN_ROWS:
         raise DataError(f"{table.label} holds only {n_rows} rows; at least {MIN_ROWS} are "
                         "needed to train")
     _check_finite(columns, table.label)
     for name in conditions:
+        if name in categories:  # a single category was refused above
+            continue
         values = columns[name]
         if np.all(values == values[0]):
             raise DataError(f"condition column {name!r} of {table.label} is constant "
@@ -117,4 +206,5 @@ def assemble(table: Table, spec: DatasetSpec) -> Dataset:
         image_shape=table.image_shape if own else None,
         modes=None if table.modes is None or not own else np.array(table.modes, dtype=np.float64),
         mode_std=table.mode_std if own else None,
+        categories=categories,
     )

@@ -13,6 +13,9 @@ import numpy as np
 
 # Fewer rows than this cannot fill even one typical batch, let alone fit quantiles: refuse.
 MIN_ROWS = 32
+# A categorical condition with more distinct values than this is refused: its one-hot block
+# would dwarf the rest of the generator's input (and it is probably an id, not a category).
+MAX_CATEGORIES = 1000
 
 
 class DataError(ValueError):
@@ -27,6 +30,10 @@ class Dataset:
     (sWeights may be negative); the trainer normalises them. `image_shape` (C, H, W) says the
     features are the flattened pixels of an image. `modes`/`mode_std`: the true mode centres
     [K, F] of a toy mixture and the per-coordinate std of each of its Gaussians.
+
+    `categories`: for each categorical condition column, its sorted distinct values (ints or
+    strings); that column of `conditions` holds the code of each row's value, 0..K-1, as a
+    float, so the conditions stay a float matrix. Continuous conditions are not in it.
     """
 
     features: np.ndarray
@@ -37,10 +44,17 @@ class Dataset:
     image_shape: tuple[int, int, int] | None = None
     modes: np.ndarray | None = None
     mode_std: float | None = None
+    categories: dict[str, list] = field(default_factory=dict)
 
     @property
     def n_rows(self) -> int:
         return int(self.features.shape[0])
+
+    @property
+    def category_sizes(self) -> dict[int, int]:
+        """{index of a categorical column in `conditions`: its number of categories}."""
+        return {i: len(self.categories[name]) for i, name in enumerate(self.condition_names)
+                if name in self.categories}
 
 
 # read(names, max_rows) -> one 1-D array per requested name, at most max_rows long.

@@ -2,7 +2,15 @@
 
 `critic` is any module mapping (x [N, F], a [N, C] | None) -> [N, critic_dim]. `fakes` holds
 `n_fakes` generated batches. `w` are per-event weights [N] normalised to mean 1 over the data
-set (HEP sWeights may be negative); every per-sample term is multiplied by them.
+set (HEP sWeights may be negative). The generated rows of a batch are drawn at the conditions
+`cond` of its real rows, row for row, so generated row i carries the real row's weight w[i]:
+every per-sample term, real or generated, is multiplied by w (`wmean`). Regularisers on
+interpolates (the gradient penalty) are plain means, not expectations under the data.
+
+`signed_weights_ok` says whether the objective stays bounded below with negative weights:
+integral-probability-metric losses (WGAN, WGAN-GP, Cramér) are linear in the weights of the
+critic's outputs and stay sound; losses built on log D or (D - t)^2 are unbounded below for
+the discriminator where w < 0 (models.objectives.check_weights refuses those).
 """
 
 from __future__ import annotations
@@ -46,6 +54,7 @@ def penalty(norms: Tensor, one_sided: bool) -> Tensor:
 class Objective(Protocol):
     critic_dim: int
     n_fakes: int
+    signed_weights_ok: bool
 
     def critic_loss(
         self, critic: nn.Module, real: Tensor, fakes: list[Tensor], cond: Tensor | None,
@@ -65,6 +74,7 @@ class ScalarCritic:
 
     critic_dim = 1
     n_fakes = 1
+    signed_weights_ok = False
 
     def after_critic_step(self, critic: nn.Module) -> None:
         return None

@@ -4,7 +4,9 @@ The critic h maps x to R^k. With two independent generated batches x_g, x_g' and
 batch x_r:  f(x) = ||h(x) - h(x_g')|| - ||h(x)||,
 generator:  ||h(x_r) - h(x_g)|| + ||h(x_r) - h(x_g')|| - ||h(x_g) - h(x_g')||  (energy distance),
 critic:     -(E f(x_r) - E f(x_g)) + lambda E (||grad f(x_hat)|| - 1)^2.
-Its gradients are unbiased in the sample (the point of seed 002).
+Its gradients are unbiased in the sample (the point of seed 002). The rows of x_r, x_g, x_g' are
+aligned (drawn at the same conditions), so every term is weighted by the row's weight w; the
+gradient penalty is a plain mean over the interpolates. Sound with signed weights.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ def _norm(v: Tensor) -> Tensor:
 
 class Cramer:
     n_fakes = 2
+    signed_weights_ok = True
 
     def __init__(self, params: CramerParams) -> None:
         self.params = params
@@ -34,18 +37,19 @@ class Cramer:
     def critic_loss(self, critic, real, fakes, cond, w):
         fake, fake2 = fakes[0].detach(), fakes[1].detach()
         h_anchor = critic(fake2, cond)
-        surrogate = wmean(self._f(critic(real, cond), h_anchor), w) - self._f(
-            critic(fake, cond), h_anchor
-        ).mean()
+        surrogate = wmean(self._f(critic(real, cond), h_anchor), w) - wmean(
+            self._f(critic(fake, cond), h_anchor), w
+        )
         x_hat = interpolate(real, fake)
         norms = gradient_norms(self._f(critic(x_hat, cond), h_anchor), x_hat)
-        gp = wmean(penalty(norms, one_sided=False), w)
+        # A regulariser on the interpolates, not an expectation under the data: plain mean.
+        gp = penalty(norms, one_sided=False).mean()
         loss = -surrogate + self.params.gp_lambda * gp
         return loss, {"cramer_surrogate": surrogate.item(), "gradient_penalty": gp.item()}
 
     def generator_loss(self, critic, real, fakes, cond, w):
         h_r, h_g, h_g2 = critic(real, cond), critic(fakes[0], cond), critic(fakes[1], cond)
-        energy = wmean(_norm(h_r - h_g) + _norm(h_r - h_g2), w) - _norm(h_g - h_g2).mean()
+        energy = wmean(_norm(h_r - h_g) + _norm(h_r - h_g2) - _norm(h_g - h_g2), w)
         return energy, {"energy_distance": energy.item()}
 
     def after_critic_step(self, critic) -> None:

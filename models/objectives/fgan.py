@@ -2,7 +2,8 @@
 
 F = E_P g_f(V(x)) - E_Q f*(g_f(V(G(z)))); the critic maximises F. Each divergence gives the
 output activation g_f and the composition f*(g_f(v)), both written in closed, overflow-safe
-form (softplus instead of log(1 + exp)).
+form (softplus instead of log(1 + exp)). Both expectations are weighted by the per-event
+weights; not sound with negative weights (f* is not linear).
 """
 
 from __future__ import annotations
@@ -46,12 +47,12 @@ class FGAN(ScalarCritic):
     def critic_loss(self, critic, real, fakes, cond, w):
         v_real = critic_out(critic, real, cond)
         v_fake = critic_out(critic, fakes[0].detach(), cond)
-        bound = wmean(self.g_f(v_real), w) - self.f_star_g(v_fake).mean()
+        bound = wmean(self.g_f(v_real), w) - wmean(self.f_star_g(v_fake), w)
         # -F estimates minus the variational lower bound of the divergence.
         return -bound, {"divergence_bound": bound.item()}
 
     def generator_loss(self, critic, real, fakes, cond, w):
         v_fake = critic_out(critic, fakes[0], cond)
         if self.params.generator_loss == "practical":
-            return -self.g_f(v_fake).mean(), {}
-        return -self.f_star_g(v_fake).mean(), {}
+            return -wmean(self.g_f(v_fake), w), {}
+        return -wmean(self.f_star_g(v_fake), w), {}

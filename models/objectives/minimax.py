@@ -2,7 +2,8 @@
 
 D = sigmoid(V). Critic minimises -E log D(x) - E log(1 - D(G(z))); the generator minimises
 E log(1 - D(G(z))), which saturates when D rejects the fakes. Written in log-space:
--log D = softplus(-V), -log(1 - D) = softplus(V).
+-log D = softplus(-V), -log(1 - D) = softplus(V). Both expectations are weighted by the
+per-event weights (generated row i inherits w[i]); not sound with negative weights.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ def discriminator_loss(
 ) -> tuple[Tensor, Logs]:
     """The cross-entropy discriminator loss shared by minimax and non-saturating GANs."""
     v_real, v_fake = critic_out(critic, real, cond), critic_out(critic, fake.detach(), cond)
-    loss = wmean(F.softplus(-v_real), w) + F.softplus(v_fake).mean()
+    loss = wmean(F.softplus(-v_real), w) + wmean(F.softplus(v_fake), w)
     return loss, {"d_real": v_real.mean().item(), "d_fake": v_fake.mean().item()}
 
 
@@ -32,4 +33,4 @@ class Minimax(ScalarCritic):
 
     def generator_loss(self, critic, real, fakes, cond, w):
         # log(1 - D) = -softplus(V)
-        return -F.softplus(critic_out(critic, fakes[0], cond)).mean(), {}
+        return -wmean(F.softplus(critic_out(critic, fakes[0], cond)), w), {}

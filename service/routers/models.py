@@ -13,6 +13,7 @@ from models.sampling import FORMATS, LoadedModel, SamplingError, choose_format, 
 from service.deps import CacheDep, RecordsDep, SettingsDep, StoreDep
 from service.problems import Problem, invalid, not_found
 from service.schemas import ModelList, ModelOut, SamplesRequest
+from service.validation import condition_column
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
 
@@ -106,7 +107,8 @@ def get_samples(
     accept: Annotated[str | None, Header()] = None,
 ) -> Response:
     """n samples at one condition, given as one query parameter per condition column
-    (`?n=1000&seed=7&p=12.5&eta=3.1`)."""
+    (`?n=1000&seed=7&p=12.5&eta=3.1`); a categorical condition takes its value (`?digit=3`,
+    `?colour=red`; the model's `categories` lists them)."""
     row = _row_or_404(records, model_id)
     fmt = _format(format, accept)
     _check_n(n, settings.MAX_SAMPLES_PER_REQUEST, ["query", "n"])
@@ -122,11 +124,12 @@ def get_samples(
     values = []
     for c in names:
         if c in given:
-            try:
-                values.append(float(given[c]))
-            except ValueError:
-                errors.append({"loc": ["query", c], "field": c, "msg": "not a number",
-                               "type": "float_parsing"})
+            column, error = condition_column(model, c, [given[c]], ["query", c], c)
+            if error is not None:
+                errors.append(error)
+            else:
+                assert column is not None
+                values.append(float(column[0]))
     if errors:
         raise Problem(422, "; ".join(f"{e['field']}: {e['msg']}" for e in errors),
                       title="Invalid request", type="validation-error", errors=errors)
@@ -152,7 +155,8 @@ def post_samples(
     accept: Annotated[str | None, Header()] = None,
 ) -> Response:
     """One sample per row of `conditions` (`{"conditions": {"p": [...], "eta": [...]},
-    "seed": 7}`); an unconditional model takes `{"n": 1000, "seed": 7}`."""
+    "seed": 7}`); an unconditional model takes `{"n": 1000, "seed": 7}`. A categorical
+    condition takes its values, integers or strings (`{"conditions": {"digit": [3, 7]}}`)."""
     row = _row_or_404(records, model_id)
     fmt = _format(format, accept)
     model = _loaded(row, store, cache)
@@ -179,8 +183,17 @@ def post_samples(
         if body.n is not None and body.n != n:
             raise invalid(f"n={body.n} but the conditions have {n} rows", ["body", "n"])
         _check_n(n, limit, ["body", "conditions"])
-        conditions = np.column_stack([np.asarray(body.conditions[c], dtype=np.float32)
-                                      for c in names])
+        columns = []
+        for c in names:
+            column, error = condition_column(model, c, body.conditions[c],
+                                             ["body", "conditions", c], f"conditions.{c}")
+            if error is not None:
+                errors.append(error)
+            columns.append(column)
+        if errors:
+            raise Problem(422, "; ".join(f"{e['field']}: {e['msg']}" for e in errors),
+                          title="Invalid request", type="validation-error", errors=errors)
+        conditions = np.column_stack(columns)
     else:
         if body.conditions:
             raise invalid("this model is unconditional: give `n`, not conditions",

@@ -26,6 +26,23 @@ from models.datasets import (
     load_dataset,
     sniff_format,
 )
+from models.datasets.builtin import (
+    LAMARR_CONDITIONS,
+    LAMARR_TARGETS,
+    SPLOT_COLUMNS,
+    SPLOT_SIGNAL_FRACTION,
+    SPLOT_SIGNAL_X1_MEAN,
+    SPLOT_SIGNAL_X2_MEAN,
+    lamarr_toy_conditions,
+    lamarr_toy_heavy_probability,
+    lamarr_toy_sample,
+    splot_toy_mass_pdfs,
+    splot_toy_signal,
+    two_gaussian_responsibilities,
+    two_gaussian_weights,
+)
+from models.datasets.splot import splot, sweights
+from models.metrics import mode_coverage
 from models.spec import DatasetSpec
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
@@ -535,3 +552,204 @@ def test_http_redirects_and_missing_files_fail(http_root: str) -> None:
     with pytest.raises(DataError, match="could not download .*absent.csv: not found"):
         load_dataset(DatasetSpec(uri=f"{http_root}/absent.csv"), data_roots=[],
                      allowed_hosts=["127.0.0.1"])
+
+
+# --- physics toys: two-gaussians, lamarr-toy, splot-toy (and the sPlot fit) -------------------
+
+
+def test_two_gaussians_is_the_mode_collapse_example() -> None:
+    d = load("builtin://two-gaussians")
+    assert d.features.shape == (100_000, 1) and d.feature_names == ["x"]
+    assert d.conditions.shape == (100_000, 0) and d.weights is None
+    np.testing.assert_array_equal(d.modes, [[5.0], [-4.0]])
+    np.testing.assert_array_equal(d.mode_std, [0.8, 1.0])
+    x = d.features[:, 0].astype(np.float64)
+    # The true shares 0.7 / 0.3 (binomial standard error 0.0015).
+    np.testing.assert_array_equal(two_gaussian_weights(), [0.7, 0.3])
+    np.testing.assert_allclose(two_gaussian_responsibilities(x).mean(0), [0.7, 0.3], atol=0.006)
+    right, left = x[x > 0.5], x[x <= 0.5]  # 5.6 and 4.5 sigma from the two centres
+    assert abs(right.mean() - 5) < 0.01 and abs(right.std() - 0.8) < 0.01
+    assert abs(left.mean() + 4) < 0.02 and abs(left.std() - 1.0) < 0.015
+    # The data themselves: both modes, P(|z| <= 3) = 0.9973 high-quality.
+    cov = mode_coverage(d.features, d.modes, d.mode_std)
+    assert (cov.modes_captured, cov.n_modes) == (2, 2)
+    assert abs(cov.high_quality_fraction - 0.9973) < 0.001
+    # A collapsed generator: every sample on the big mode; the shares show it.
+    collapsed = 5 + 0.8 * np.random.default_rng(0).standard_normal((5000, 1))
+    assert mode_coverage(collapsed, d.modes, d.mode_std).modes_captured == 1
+    assert two_gaussian_responsibilities(collapsed)[:, 1].mean() < 1e-3
+
+
+def test_mode_coverage_takes_one_std_per_mode() -> None:
+    modes, stds = np.array([[5.0], [-4.0]]), np.array([0.8, 1.0])
+    points = np.array([[7.3], [7.5], [-6.9], [-1.2]])  # 2.9, 3.1, 2.9, 2.8 of their sigma
+    cov = mode_coverage(points, modes, stds)
+    assert cov.high_quality_fraction == 0.75 and cov.modes_captured == 2
+    # One float for every mode, as before: with 0.8, -6.9 and -1.2 lie 3.6 and 3.5 sigma out.
+    assert mode_coverage(points, modes, 0.8).high_quality_fraction == 0.25
+    with pytest.raises(ValueError, match="one value per mode"):
+        mode_coverage(points, modes, np.array([0.8, 1.0, 1.0]))
+
+
+def test_lamarr_toy_has_four_conditions_and_three_targets() -> None:
+    d = load("builtin://lamarr-toy")
+    assert d.condition_names == LAMARR_CONDITIONS == ["p", "eta", "nTracks", "charge"]
+    assert d.feature_names == LAMARR_TARGETS == ["dll_k", "dll_p", "dll_mu"]
+    assert d.features.shape == (50_000, 3) and d.conditions.shape == (50_000, 4)
+    assert d.weights is None and d.modes is None
+    p, eta, n_tracks, charge = d.conditions.astype(np.float64).T
+    assert p.min() >= 2 and p.max() <= 500 and 15 < np.median(p) < 25
+    assert eta.min() >= 1.8 and eta.max() <= 5.5
+    assert np.all(n_tracks == np.round(n_tracks)) and n_tracks.min() >= 0
+    assert 145 < n_tracks.mean() < 155 and n_tracks.var() > 10 * n_tracks.mean()  # overdispersed
+    assert set(np.unique(charge)) == {-1.0, 1.0} and abs(charge.mean()) < 0.015
+    # The targets alone, conditioned on a subset: both load.
+    only = load("builtin://lamarr-toy", conditions=["p", "eta"], features=["dll_k"])
+    assert only.conditions.shape == (50_000, 2) and only.feature_names == ["dll_k"]
+
+
+def test_lamarr_toy_targets_depend_on_the_conditions_and_correlate() -> None:
+    d = load("builtin://lamarr-toy")
+    x = d.features.astype(np.float64)
+    p, eta, n_tracks, charge = d.conditions.astype(np.float64).T
+    low, high = x[p < 10], x[p > 50]
+    se = np.sqrt(low.var(0) / len(low) + high.var(0) / len(high))
+    assert np.all(np.abs(low.mean(0) - high.mean(0)) > 10 * se)  # every target moves with p
+    # The spread grows with nTracks: in the table (mixed with everything else) and at fixed
+    # p, eta, charge in the truth.
+    assert np.all(x[n_tracks > 200].std(0) > 1.04 * x[n_tracks < 100].std(0))
+    rng = np.random.default_rng(5)
+    quiet, quiet_type = lamarr_toy_sample(np.tile([20.0, 3.65, 50.0, 1.0], (20_000, 1)), rng,
+                                          return_heavy=True)
+    busy, busy_type = lamarr_toy_sample(np.tile([20.0, 3.65, 400.0, 1.0], (20_000, 1)), rng,
+                                        return_heavy=True)
+    for kind in (0, 1):  # within one latent type: the noise alone, sqrt(1 + nTracks / 150)
+        ratio = busy[busy_type == kind].std(0) / quiet[quiet_type == kind].std(0)
+        np.testing.assert_allclose(ratio, np.sqrt((1 + 400 / 150) / (1 + 50 / 150)), rtol=0.05)
+    # Charge shifts dll_p by +0.5 charge, and nothing else.
+    shift = x[charge > 0].mean(0) - x[charge < 0].mean(0)
+    assert abs(shift[1] - 1.0) < 0.15 and abs(shift[0]) < 0.15 and abs(shift[2]) < 0.05
+    # The shared latent type correlates the targets.
+    corr = np.corrcoef(x.T)
+    assert corr[0, 1] > 0.6 and corr[0, 2] < -0.3 and corr[1, 2] < -0.3
+    # Skewed tails: dll_mu's log-normal noise.
+    z = (x[:, 2] - x[:, 2].mean()) / x[:, 2].std()
+    assert (z**3).mean() > 0.3
+
+
+def test_lamarr_toy_sample_is_the_law_of_the_table() -> None:
+    from scipy.stats import ks_2samp
+
+    d = load("builtin://lamarr-toy")
+    fresh = lamarr_toy_sample(d.conditions, np.random.default_rng(7))
+    assert fresh.shape == (50_000, 3)
+    for j in range(3):
+        assert ks_2samp(fresh[:, j], d.features[:, j]).pvalue > 1e-3
+    # The same truth at fixed conditions: a low-p and a high-p point.
+    rng = np.random.default_rng(8)
+    at_low = lamarr_toy_sample(np.tile([5.0, 3.0, 150.0, 1.0], (20_000, 1)), rng)
+    at_high = lamarr_toy_sample(np.tile([100.0, 3.0, 150.0, 1.0], (20_000, 1)), rng)
+    assert at_low[:, 0].mean() < -3 and at_high[:, 0].mean() > 0.5
+    # A mapping of the condition names works alike, and the latent type is available.
+    cond = lamarr_toy_conditions(1000, np.random.default_rng(9))
+    as_map = {n: cond[:, i] for i, n in enumerate(LAMARR_CONDITIONS)}
+    np.testing.assert_array_equal(lamarr_toy_sample(cond, np.random.default_rng(1)),
+                                  lamarr_toy_sample(as_map, np.random.default_rng(1)))
+    big = lamarr_toy_conditions(50_000, np.random.default_rng(10))
+    _, heavy = lamarr_toy_sample(big, np.random.default_rng(2), return_heavy=True)
+    assert abs(heavy.mean() - lamarr_toy_heavy_probability(big[:, 0], big[:, 1]).mean()) < 0.01
+    with pytest.raises(ValueError, match=r"\[N, 4\]"):
+        lamarr_toy_sample(cond[:, :3], np.random.default_rng(1))
+
+
+def _weighted_mean(x: np.ndarray, w: np.ndarray) -> tuple[float, float]:
+    mean = float((w * x).sum() / w.sum())
+    return mean, float(np.sqrt((w**2 * (x - mean) ** 2).sum()) / w.sum())
+
+
+def _mass_sample(n: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(mass, a signal-only variable y, is_signal) from splot-toy's mass shapes: y ~ N(2, 1)
+    for signal, N(0, 1) for background, independent of the mass within each species."""
+    rng = np.random.default_rng(seed)
+    is_signal = rng.random(n) < 0.45
+    mass = np.where(is_signal, rng.normal(5.28, 0.03, n),
+                    5.1 - np.log1p(-rng.random(n) * (1 - np.exp(-0.8))) / 2.0)
+    keep = (mass > 5.1) & (mass < 5.5)
+    y = np.where(is_signal, 2.0, 0.0) + rng.standard_normal(n)
+    return mass[keep], y[keep], is_signal[keep]
+
+
+def test_sweights_sum_to_the_fitted_yield_and_unfold_the_signal() -> None:
+    mass, y, is_signal = _mass_sample(20_000, 3)
+    signal_pdf, background_pdf = splot_toy_mass_pdfs()
+    w, yields = sweights(mass, signal_pdf, background_pdf)
+    assert w.shape == mass.shape and yields.shape == (2,)
+    assert w.sum() == pytest.approx(yields[0], rel=1e-8)
+    assert yields.sum() == pytest.approx(len(mass), rel=1e-8)  # extended ML: total = N
+    full = splot(mass, [signal_pdf, background_pdf])
+    np.testing.assert_allclose(full.weights.sum(1), 1.0, atol=1e-8)  # species weights add to 1
+    np.testing.assert_allclose(full.weights.sum(0), full.yields, rtol=1e-8)
+    sigma_yield = np.sqrt(full.covariance[0, 0])
+    assert abs(yields[0] - is_signal.sum()) < 3 * sigma_yield
+    assert (w < 0).mean() > 0.3
+    mean, se = _weighted_mean(y, w)
+    assert abs(mean - 2.0) < 3 * se and se < 0.03
+    assert abs(y.mean() - 2.0) > 0.5  # unweighted: the background pulls it down
+
+
+def test_sweights_refuse_bad_densities() -> None:
+    mass = np.linspace(5.1, 5.5, 100)
+    signal_pdf, background_pdf = splot_toy_mass_pdfs()
+    with pytest.raises(ValueError, match="non-negative"):
+        sweights(mass, signal_pdf, lambda m: -np.ones_like(m))
+    with pytest.raises(ValueError, match="zero density"):
+        sweights(mass, lambda m: np.zeros_like(m), lambda m: np.zeros_like(m))
+
+
+def test_splot_toy_defaults_and_its_sweights() -> None:
+    d = load("builtin://splot-toy")
+    assert d.feature_names == ["x1", "x2"] and d.condition_names == ["pt"]
+    assert d.features.shape == (50_000, 2) and d.weights is None  # weights only when asked
+    w = load("builtin://splot-toy", weights="sweight")
+    assert w.feature_names == ["x1", "x2"] and w.condition_names == ["pt"]
+    assert w.weights is not None and w.weights.shape == (50_000,)
+    assert (w.weights < 0).mean() > 0.3
+    # The truth label and the mass load only by name.
+    truth = load("builtin://splot-toy", features=["x1", "x2", "mass", "is_signal"],
+                 weights="sweight")
+    mass, is_signal = truth.features[:, 2].astype(np.float64), truth.features[:, 3]
+    assert set(np.unique(is_signal)) == {0.0, 1.0}
+    assert abs(is_signal.mean() - SPLOT_SIGNAL_FRACTION) < 0.01
+    assert mass.min() >= 5.1 and mass.max() <= 5.5
+    assert set(SPLOT_COLUMNS) == {"pt", "x1", "x2", "mass", "sweight", "is_signal"}
+    # The stored sWeights are the fit's: refitting the mass gives them back, summing to N_s.
+    refit, yields = sweights(mass, *splot_toy_mass_pdfs())
+    np.testing.assert_allclose(refit, w.weights, rtol=1e-4, atol=1e-5)
+    assert w.weights.astype(np.float64).sum() == pytest.approx(yields[0], rel=1e-5)
+    assert abs(yields[0] - is_signal.sum()) < 3 * np.sqrt(is_signal.sum())
+
+
+def test_splot_toy_sweights_unfold_the_signal_law() -> None:
+    d = load("builtin://splot-toy", weights="sweight")
+    ww = d.weights.astype(np.float64)
+    x1, x2 = d.features.astype(np.float64).T
+    pt = d.conditions[:, 0].astype(np.float64)
+    for values, truth in ((x1, SPLOT_SIGNAL_X1_MEAN), (x2, SPLOT_SIGNAL_X2_MEAN), (pt, 7.5)):
+        mean, se = _weighted_mean(values, ww)
+        assert abs(mean - truth) < 3 * se, (mean, truth, se)
+        assert abs(values.mean() - truth) > 10 * se  # unweighted: clearly off
+    # The truth sampler: pure signal rows (pt, x1, x2) with those means.
+    signal = splot_toy_signal(200_000, np.random.default_rng(4))
+    assert signal.shape == (200_000, 3)
+    np.testing.assert_allclose(signal.mean(0), [7.5, SPLOT_SIGNAL_X1_MEAN, SPLOT_SIGNAL_X2_MEAN],
+                               atol=0.02)
+    # The weighted correlation of x1 and x2 is the signal's (0.6), not the mixture's.
+    m1, m2 = _weighted_mean(x1, ww)[0], _weighted_mean(x2, ww)[0]
+    cov = np.cov(np.stack([x1, x2]))
+    wcov = (ww * (x1 - m1) * (x2 - m2)).sum() / ww.sum()
+    wv1 = (ww * (x1 - m1) ** 2).sum() / ww.sum()
+    wv2 = (ww * (x2 - m2) ** 2).sum() / ww.sum()
+    s = signal[:, 1:]
+    true_corr = np.corrcoef(s.T)[0, 1]
+    assert abs(wcov / np.sqrt(wv1 * wv2) - true_corr) < 0.05
+    assert abs(cov[0, 1] / np.sqrt(cov[0, 0] * cov[1, 1]) - true_corr) > 0.2

@@ -181,7 +181,7 @@ def test_wgan_critic_loss_is_minus_the_mean_difference():
 def test_gradient_penalty_uses_per_sample_norms(u_norm, one_sided, expected_penalty):
     real, fake = batch(n=16)
     u = torch.tensor([0.6, 0.8]) * u_norm
-    obj = get_objective(WGANGPParams(name="wgan-gp", one_sided=one_sided))
+    obj = get_objective(WGANGPParams(name="wgan-gp", gp_lambda=10.0, one_sided=one_sided))
     _, logs = obj.critic_loss(LinearCritic(u), real, [fake], None, None)
     assert logs["gradient_penalty"] == pytest.approx(expected_penalty, abs=1e-5)
 
@@ -190,7 +190,7 @@ def test_gradient_penalty_is_not_taken_over_the_batch_norm():
     # Per-sample norms are ||x_hat_i||: a penalty on the whole batch's gradient norm differs.
     torch.manual_seed(0)
     real, fake = batch(n=64)
-    _, logs = get_objective(WGANGPParams(name="wgan-gp")).critic_loss(
+    _, logs = get_objective(WGANGPParams(name="wgan-gp", gp_lambda=10.0)).critic_loss(
         Quadratic(), real, [fake], None, None
     )
     torch.manual_seed(0)
@@ -207,32 +207,167 @@ class Quadratic(nn.Module):
         return 0.5 * (x**2).sum(1, keepdim=True)
 
 
-def test_sample_weights_enter_the_loss_and_the_penalty():
+# Signed per-event weights with mean 1 (sWeights): generated row i inherits w[i].
+SIGNED_W = torch.tensor([2.0, -0.5, 1.5, 0.0, 1.0, 3.0, -1.0, 2.0])
+
+
+def _weighted(values: torch.Tensor, w: torch.Tensor) -> float:
+    return (values * w).mean().item()
+
+
+def _softplus(v):
+    return torch.nn.functional.softplus(v)
+
+
+# objective params -> (critic loss formula, generator loss formula) in terms of the critic's
+# outputs on the real rows v_r, on the generated rows v_f, and the weights w; BOTH terms weighted.
+WEIGHTED_FORMULAS = {
+    "minimax": (MinimaxParams(name="minimax"),
+                lambda v_r, v_f, w: _weighted(_softplus(-v_r), w) + _weighted(_softplus(v_f), w),
+                lambda v_f, w: -_weighted(_softplus(v_f), w)),
+    "nsgan": (NSGANParams(name="nsgan"),
+              lambda v_r, v_f, w: _weighted(_softplus(-v_r), w) + _weighted(_softplus(v_f), w),
+              lambda v_f, w: _weighted(_softplus(-v_f), w)),
+    "lsgan": (LSGANParams(name="lsgan"),
+              lambda v_r, v_f, w: 0.5 * _weighted((v_r - 1) ** 2, w) + 0.5 * _weighted(v_f**2, w),
+              lambda v_f, w: 0.5 * _weighted((v_f - 1) ** 2, w)),
+    "hinge": (HingeParams(name="hinge"),
+              lambda v_r, v_f, w: _weighted(torch.relu(1 - v_r), w)
+              + _weighted(torch.relu(1 + v_f), w),
+              lambda v_f, w: -_weighted(v_f, w)),
+    "fgan-kl": (FGANParams(name="fgan", divergence="kl"),
+                lambda v_r, v_f, w: -(_weighted(v_r, w) - _weighted(torch.exp(v_f - 1), w)),
+                lambda v_f, w: -_weighted(v_f, w)),  # "practical": -E g_f(V(G(z)))
+    "fgan-gan-saddle": (FGANParams(name="fgan", divergence="gan", generator_loss="saddle"),
+                         lambda v_r, v_f, w: -(_weighted(-_softplus(-v_r), w)
+                                               - _weighted(_softplus(v_f), w)),
+                         lambda v_f, w: -_weighted(_softplus(v_f), w)),
+    "wgan": (WGANParams(name="wgan"),
+             lambda v_r, v_f, w: -(_weighted(v_r, w) - _weighted(v_f, w)),
+             lambda v_f, w: -_weighted(v_f, w)),
+    # ||u|| = 2 below: every per-sample gradient norm is 2, so the penalty is exactly 1.
+    "wgan-gp": (WGANGPParams(name="wgan-gp", gp_lambda=10.0),
+                lambda v_r, v_f, w: -(_weighted(v_r, w) - _weighted(v_f, w)) + 10.0 * 1.0,
+                lambda v_f, w: -_weighted(v_f, w)),
+}
+
+
+@pytest.mark.parametrize("key", sorted(WEIGHTED_FORMULAS))
+def test_weights_enter_both_terms_of_the_critic_and_the_generator_loss(key):
+    params, critic_formula, generator_formula = WEIGHTED_FORMULAS[key]
     real, fake = batch(n=8)
-    obj = get_objective(WGANGPParams(name="wgan-gp"))
+    u = torch.tensor([1.2, -1.6])  # ||u|| = 2
+    critic = LinearCritic(u)
+    v_r, v_f = real @ u, fake @ u
+    obj = get_objective(params)
+    loss, _ = obj.critic_loss(critic, real, [fake], None, SIGNED_W)
+    assert loss.item() == pytest.approx(critic_formula(v_r, v_f, SIGNED_W), rel=1e-5, abs=1e-6)
+    g_loss, _ = obj.generator_loss(critic, real, [fake], None, SIGNED_W)
+    assert g_loss.item() == pytest.approx(generator_formula(v_f, SIGNED_W), rel=1e-5, abs=1e-6)
+    # unit weights are no weights
+    ones = torch.ones(8)
+    for a, b in ((obj.critic_loss(critic, real, [fake], None, ones)[0],
+                  obj.critic_loss(critic, real, [fake], None, None)[0]),
+                 (obj.generator_loss(critic, real, [fake], None, ones)[0],
+                  obj.generator_loss(critic, real, [fake], None, None)[0])):
+        assert a.item() == pytest.approx(b.item(), rel=1e-6)
+
+
+def test_weights_enter_both_terms_of_the_wasserstein_estimate():
+    real, fake = batch(n=8)
+    obj = get_objective(WGANGPParams(name="wgan-gp", gp_lambda=10.0))
     w = torch.tensor([2.0, 2.0, 2.0, 2.0, 0.0, 0.0, 0.0, 0.0])
-    torch.manual_seed(3)
     _, weighted = obj.critic_loss(Quadratic(), real, [fake], None, w)
-    torch.manual_seed(3)
-    eps = torch.rand(8, 1)
-    norms = (eps * real + (1 - eps) * fake).norm(dim=1)
-    expected_gp = (w * (norms - 1) ** 2).mean()
     v = lambda x: 0.5 * (x**2).sum(1)  # noqa: E731
-    expected_w1 = (w * v(real)).mean() - v(fake).mean()
+    expected_w1 = (w * v(real)).mean() - (w * v(fake)).mean()
     assert weighted["wasserstein"] == pytest.approx(expected_w1.item(), rel=1e-5)
-    assert weighted["gradient_penalty"] == pytest.approx(expected_gp.item(), rel=1e-5)
+    # the rows with weight 0 do not count, real or generated
+    _, half = obj.critic_loss(Quadratic(), real[:4], [fake[:4]], None, None)
+    assert weighted["wasserstein"] == pytest.approx(half["wasserstein"], rel=1e-5)
     _, unweighted = obj.critic_loss(Quadratic(), real, [fake], None, None)
     assert unweighted["wasserstein"] != pytest.approx(weighted["wasserstein"], rel=1e-3)
 
 
-def test_cramer_generator_loss_is_the_energy_distance_with_identity_features():
-    class Identity(nn.Module):
-        def forward(self, x, a=None):
-            return x
+@pytest.mark.parametrize("one_sided", [False, True])
+def test_gradient_penalty_is_a_plain_mean_even_with_signed_weights(one_sided):
+    # Large negative weights on the rows with the largest penalty: a weighted mean of the
+    # per-sample penalties would be negative; the penalty is a plain mean, >= 0.
+    real, fake = batch(n=8)
+    real, fake = real * 2, fake * 2
+    torch.manual_seed(3)
+    eps = torch.rand(8, 1)
+    norms = (eps * real + (1 - eps) * fake).norm(dim=1)
+    per_sample = ((norms - 1).clamp(min=0) if one_sided else (norms - 1)) ** 2
+    w = torch.where(per_sample > per_sample.median(), -3.0, 5.0)
+    assert (w * per_sample).mean() < 0  # what a weighted penalty would give
+    obj = get_objective(WGANGPParams(name="wgan-gp", gp_lambda=10.0, one_sided=one_sided))
+    torch.manual_seed(3)
+    _, logs = obj.critic_loss(Quadratic(), real, [fake], None, w)
+    assert logs["gradient_penalty"] >= 0
+    assert logs["gradient_penalty"] == pytest.approx(per_sample.mean().item(), rel=1e-5)
 
+
+class Identity(nn.Module):
+    def forward(self, x, a=None):
+        return x
+
+
+def test_cramer_weights_every_term_and_not_the_penalty():
+    g = torch.Generator().manual_seed(1)
+    real, f1, f2 = (torch.randn(8, 3, generator=g) for _ in range(3))
+    obj = get_objective(CramerParams(name="cramer", gp_lambda=10.0, feature_dim=3))
+    w = SIGNED_W
+
+    def f(x):  # f(x) = ||h(x) - h(x_g')|| - ||h(x)|| with h the identity
+        return (x - f2).norm(dim=1) - x.norm(dim=1)
+
+    torch.manual_seed(5)
+    loss, logs = obj.critic_loss(Identity(), real, [f1, f2], None, w)
+    expected_surrogate = (w * f(real)).mean() - (w * f(f1)).mean()
+    assert logs["cramer_surrogate"] == pytest.approx(expected_surrogate.item(), rel=1e-5)
+    torch.manual_seed(5)
+    _, plain = obj.critic_loss(Identity(), real, [f1, f2], None, None)
+    assert logs["gradient_penalty"] == pytest.approx(plain["gradient_penalty"], rel=1e-6)
+    assert logs["gradient_penalty"] >= 0
+    g_loss, _ = obj.generator_loss(Identity(), real, [f1, f2], None, w)
+    energy = (real - f1).norm(dim=1) + (real - f2).norm(dim=1) - (f1 - f2).norm(dim=1)
+    assert g_loss.item() == pytest.approx((w * energy).mean().item(), rel=1e-5)
+
+
+def test_signed_weights_ok_marks_the_integral_probability_metric_losses():
+    flags = {name: cls.signed_weights_ok for name, cls in REGISTRY.items()}
+    assert {name for name, ok in flags.items() if ok} == {"wgan", "wgan-gp", "cramer"}
+
+
+def test_check_weights_refuses_negative_weights_for_classifier_losses():
+    import numpy as np
+
+    from models.datasets.base import DataError
+    from models.objectives import check_weights
+
+    w = np.array([1.0, -0.5, 2.0, 0.7, -0.1])
+    with pytest.raises(DataError) as err:
+        check_weights("nsgan", w)
+    message = str(err.value)
+    assert "2 of 5 weights are negative" in message
+    assert "nsgan" in message and "unbounded below" in message
+    for name in ("wgan", "wgan-gp", "cramer"):
+        assert name in message
+    for name in ("wgan", "wgan-gp", "cramer"):
+        check_weights(name, w)  # sound with signed weights: no error
+    for name in REGISTRY:
+        check_weights(name, None)
+        check_weights(name, np.abs(w))
+    for bad in (np.array([1.0, np.nan]), np.array([1.0, np.inf]), np.array([-1.0, 0.5]),
+                np.zeros(3)):
+        with pytest.raises(DataError):
+            check_weights("wgan-gp", bad)
+
+
+def test_cramer_generator_loss_is_the_energy_distance_with_identity_features():
     g = torch.Generator().manual_seed(1)
     real, f1, f2 = (torch.randn(32, 3, generator=g) for _ in range(3))
-    obj = get_objective(CramerParams(name="cramer", feature_dim=3))
+    obj = get_objective(CramerParams(name="cramer", gp_lambda=10.0, feature_dim=3))
     assert obj.n_fakes == 2 and obj.critic_dim == 3
     loss, _ = obj.generator_loss(Identity(), real, [f1, f2], None, None)
     expected = ((real - f1).norm(dim=1) + (real - f2).norm(dim=1) - (f1 - f2).norm(dim=1)).mean()

@@ -54,6 +54,55 @@ def test_histogram_shows_both_densities_and_their_ratio(tmp_path):
     assert pixels.std() > 10  # not a blank canvas
 
 
+def test_histogram_counts_each_row_with_its_weight():
+    # Signal rows (weight 1) plus background rows present twice with weights +1 and -1: the
+    # weighted histogram is the signal's; generated rows carry the weights they are given.
+    rng = np.random.default_rng(0)
+    signal, background = rng.normal(size=3000), rng.uniform(-5, 5, size=1500)
+    real = np.concatenate([signal, background, background])
+    w = np.concatenate([np.ones(3000), np.ones(1500), -np.ones(1500)])
+    gen = rng.normal(size=4000)
+    w_gen = rng.uniform(-0.5, 2.0, size=4000)
+    fig = histogram_figure(real, gen, "x", bins=30, real_weights=w, gen_weights=w_gen)
+    ax, rax = fig.axes
+    edges = np.linspace(*np.percentile(np.concatenate([real, gen]), [0.1, 99.9]), 31)
+    want_real, _ = np.histogram(real, edges, weights=w, density=True)
+    want_gen, _ = np.histogram(gen, edges, weights=w_gen, density=True)
+    unweighted, _ = np.histogram(real, edges, density=True)
+    assert not np.allclose(want_real, unweighted, rtol=0.05)
+    np.testing.assert_allclose(want_real * (np.histogram(real, edges, weights=w)[0].sum()),
+                               np.histogram(signal, edges)[0] / np.diff(edges), rtol=1e-9)
+    got_real = ax.patches[0].get_xy()[1:-1:2, 1][:30]
+    got_gen = ax.patches[1].get_xy()[1:-1:2, 1][:30]
+    np.testing.assert_allclose(got_real, want_real, rtol=1e-6)
+    np.testing.assert_allclose(got_gen, want_gen, rtol=1e-6)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        np.testing.assert_allclose(rax.lines[0].get_ydata(),
+                                   np.where(want_real > 0, want_gen / want_real, np.nan))
+    assert ax.get_ylabel() == "weighted density"
+
+
+def test_render_all_passes_the_weights_to_the_histograms(tmp_path, monkeypatch):
+    import models.plots as plots
+
+    seen = []
+    real_hist = plots.histogram_figure
+
+    def spy(real, gen, name, bins=50, **kw):
+        seen.append((name, kw))
+        return real_hist(real, gen, name, bins, **kw)
+
+    monkeypatch.setattr(plots, "histogram_figure", spy)
+    rng = np.random.default_rng(3)
+    real, gen = rng.normal(size=(200, 2)), rng.normal(size=(200, 2))
+    w = rng.uniform(-0.2, 1.5, size=200)
+    plots.render_all(tmp_path, real=real, gen=gen, feature_names=["a", "b"], real_weights=w,
+                     gen_weights=w)
+    assert [name for name, _ in seen] == ["a", "b"]
+    for _, kw in seen:
+        assert kw["real_weights"] is w and kw["gen_weights"] is w
+
+
 def test_curves_show_the_named_losses_and_the_referee(tmp_path):
     steps = [10, 20, 30, 40]
     curves = {"critic": [-1.0, -0.5, -0.2, -0.1], "generator": [0.3, 0.2, 0.1, 0.05]}
@@ -109,3 +158,14 @@ def test_render_all_writes_every_plot_of_a_model(tmp_path):
         from models.report_store import plot_key
 
         plot_key("m", "../etc")
+
+
+def test_curves_show_the_validation_score_and_the_kept_step():
+    steps = [1, 2, 3, 4]
+    curves = {"critic": [-1.0, -0.5, -0.2, -0.1]}
+    fig = curves_figure(steps, curves, validation=[None, 0.3, 0.1, 0.2], best_step=3)
+    assert len(fig.axes) == 2
+    val_line, kept = fig.axes[1].lines[0], fig.axes[1].lines[1]
+    np.testing.assert_allclose(val_line.get_xdata(), [2, 3, 4])
+    np.testing.assert_allclose(val_line.get_ydata(), [0.3, 0.1, 0.2])
+    assert list(kept.get_xdata()) == [3, 3]

@@ -117,6 +117,134 @@ def test_image_measures_assign_real_images_to_their_class():
     assert "PCA" in unlabelled["feature_extractor"]
 
 
+# --- per-event weights (sWeights) and where the generator fails ---------------------------------
+
+
+def signal_plus_subtracted_background(seed: int = 0, n_signal: int = 6000,
+                                      n_background: int = 3000):
+    """Real rows: signal N(0, 1) with weight 1, and background U(-5, 5) rows each present
+    twice, once with weight +1 and once with weight -1: the weighted law is exactly the signal."""
+    rng = np.random.default_rng(seed)
+    signal = rng.normal(size=(n_signal, 1))
+    background = rng.uniform(-5, 5, size=(n_background, 1))
+    real = np.concatenate([signal, background, background]).astype(np.float32)
+    w = np.concatenate([np.ones(n_signal), np.ones(n_background), -np.ones(n_background)])
+    return real, w, signal.astype(np.float32)
+
+
+def test_weighted_report_sees_the_signal_through_signed_weights():
+    from scipy import stats
+
+    real, w, signal = signal_plus_subtracted_background()
+    gen = np.random.default_rng(1).normal(size=(9000, 1)).astype(np.float32)
+    rep = build_report(real, gen, feature_names=["x"], weights=w, seed=0)
+    plain = build_report(real, gen, feature_names=["x"], seed=0)
+    assert rep["weighted"] is True and plain["weighted"] is False
+    (m,) = rep["per_feature"]
+    (u,) = plain["per_feature"]
+    # The weighted ECDF of the real rows is the signal's ECDF exactly.
+    s, g = signal[:, 0].astype(np.float64), gen[:, 0].astype(np.float64)
+    assert m["w1"] == pytest.approx(stats.wasserstein_distance(s, g), rel=1e-9)
+    assert m["ks"] == pytest.approx(stats.ks_2samp(s, g).statistic, rel=1e-9)
+    assert m["mean_real"] == pytest.approx(s.mean(), abs=1e-9)
+    assert m["std_real"] == pytest.approx(s.std(), rel=1e-9)
+    assert m["w1"] < 0.05 and u["w1"] > 0.5  # the unweighted report sees the background
+    assert m["std_real"] == pytest.approx(1.0, abs=0.05) and u["std_real"] > 1.8
+    assert m["ks_pvalue"] > 0.01 and u["ks_pvalue"] < 1e-10
+    assert m["n_eff_real"] == pytest.approx(3000.0)  # (sum w)^2 / sum w^2 = 6000^2 / 12000
+    assert abs(rep["classifier_test"]["auc"] - 0.5) < 0.04
+    assert plain["classifier_test"]["auc"] > 0.6
+    assert abs(rep["classifier_breakdown"]["per_feature"][0]["auc"] - 0.5) < 0.04
+    assert abs(rep["energy_distance"]["value"]) < 0.02 < plain["energy_distance"]["value"]
+    assert "Kish" in rep["weighting"]["ks_pvalue"]
+    assert rep["weighting"]["n_negative_real"] == 3000
+    json.dumps(rep, allow_nan=False)
+
+
+def test_weighted_metrics_agree_with_scipy_and_sklearn_for_positive_weights():
+    from scipy import stats
+    from sklearn.metrics import roc_auc_score
+
+    from models.report import weighted_auc, weighted_corrcoef, weighted_ecdf_distances
+
+    rng = np.random.default_rng(4)
+    r, g = rng.normal(size=400), rng.normal(size=600) * 1.5 + 0.3
+    r[:50], g[:50] = np.round(r[:50], 1), np.round(g[:50], 1)  # ties across the samples
+    wr, wg = rng.uniform(0.1, 3, 400), rng.uniform(0.1, 3, 600)
+    w1, ks = weighted_ecdf_distances(r, g, wr, wg)
+    assert w1 == pytest.approx(stats.wasserstein_distance(r, g, wr, wg), rel=1e-9)
+    w1, ks = weighted_ecdf_distances(r, g)
+    assert w1 == pytest.approx(stats.wasserstein_distance(r, g), rel=1e-9)
+    assert ks == pytest.approx(stats.ks_2samp(r, g).statistic, rel=1e-9)
+    y = rng.integers(0, 2, 1000)
+    score = np.round(rng.normal(size=1000) + y, 1)  # with ties
+    w = rng.uniform(0, 2, 1000)
+    assert weighted_auc(y, score, w) == pytest.approx(roc_auc_score(y, score, sample_weight=w))
+    assert weighted_auc(y, score) == pytest.approx(roc_auc_score(y, score))
+    x = rng.normal(size=(500, 3))
+    x[:, 1] += x[:, 0]
+    np.testing.assert_allclose(weighted_corrcoef(x, np.ones(500)), np.corrcoef(x, rowvar=False),
+                               atol=1e-12)
+    # a weight of 2 is the row counted twice
+    dup = np.concatenate([x, x[:100]])
+    wdup = np.r_[np.where(np.arange(500) < 100, 2.0, 1.0)]
+    np.testing.assert_allclose(weighted_corrcoef(x, wdup), np.corrcoef(dup, rowvar=False),
+                               atol=1e-12)
+    a, b = rng.normal(size=(200, 2)), rng.normal(size=(300, 2)) + 0.3
+    assert energy_distance(a, b, real_weights=np.ones(200), gen_weights=np.ones(300)) == (
+        pytest.approx(energy_distance(a, b), rel=1e-9))
+
+
+def test_conditional_weights_follow_the_generated_rows_row_for_row(monkeypatch):
+    # Generated rows with weight 0 are garbage, the others right: weighted with the real rows'
+    # weights, row for row (also through the report's subsampling), the report sees no error.
+    import models.report as report
+
+    monkeypatch.setattr(report, "MAX_ROWS", 3000)
+    rng = np.random.default_rng(0)
+    n = 6000
+    cond = rng.uniform(0, 10, size=(n, 1)).astype(np.float32)
+    real = (cond + rng.normal(size=(n, 1))).astype(np.float32)
+    w = (rng.uniform(size=n) < 0.5).astype(np.float64) * 2.0
+    gen = (cond + rng.normal(size=(n, 1)) + 10.0 * (w == 0)[:, None]).astype(np.float32)
+    rep = report.build_report(real, gen, feature_names=["x"], condition_names=["p"],
+                              real_cond=cond, gen_cond=cond, weights=w, seed=0, n_bins=2)
+    assert rep["n_real"] == rep["n_generated"] == 3000
+    assert rep["weighting"]["generated"].startswith("the real rows' weights")
+    assert rep["per_feature"][0]["w1"] < 0.15
+    for b in rep["binned"]["p"]:
+        assert b["features"][0]["w1"] < 0.25
+    assert rep["classifier_test"]["auc"] < 0.6
+    unweighted = report.build_report(real, gen, feature_names=["x"], condition_names=["p"],
+                                     real_cond=cond, gen_cond=cond, seed=0, n_bins=2)
+    assert unweighted["per_feature"][0]["w1"] > 3
+
+
+def test_classifier_breakdown_says_the_correlation_is_missing():
+    # Right marginals, wrong joint law: real x2 = x1 + small noise; generated x1, x2
+    # independent with the same marginals.
+    rng = np.random.default_rng(0)
+    n = 8000
+    x1 = rng.normal(size=n)
+    real = np.stack([x1, x1 + 0.1 * rng.normal(size=n)], 1)
+    gen = np.stack([rng.normal(size=n), rng.normal(size=n) * np.sqrt(1.01)], 1)
+    rep = build_report(real, gen, feature_names=["x1", "x2"], seed=0)
+    out = rep["classifier_breakdown"]
+    assert [m["feature"] for m in out["per_feature"]] == ["x1", "x2"]
+    for m in out["per_feature"]:
+        assert abs(m["auc"] - 0.5) < 0.06
+    assert out["features_joint"] > 0.8
+    assert out["features_joint"] == rep["classifier_test"]["auc"]  # unconditional: the same
+    assert out["with_conditions"] is None
+    cond = rng.uniform(size=(n, 1))
+    rep = build_report(real, gen, feature_names=["x1", "x2"], condition_names=["c"],
+                       real_cond=cond, gen_cond=cond, seed=0, binned=False)
+    out = rep["classifier_breakdown"]
+    assert out["features_joint"] > 0.8 and out["with_conditions"] > 0.8
+    assert out["with_conditions"] == rep["classifier_test"]["auc"]
+    assert max(m["auc"] for m in out["per_feature"]) < 0.56
+
+
 # --- the pipeline: split, report and referee on a short real run --------------------------------
 
 
@@ -158,13 +286,15 @@ def test_the_trainer_never_sees_the_held_out_rows(tmp_path, monkeypatch):
 
     def spy(spec, data, **kw):
         seen["n"] = data.n_rows
+        seen["n_validation"] = kw["validation"].n_rows
         return real_train(spec, data, **kw)
 
     monkeypatch.setattr(pipeline, "train", spy)
     spec = _spec({"uri": "builtin://conditional-ring", "max_rows": 1000,
                   "holdout_fraction": 0.25}, referee_every=5)
     result = pipeline.run_job(spec, tmp_path, on_progress=lambda p: seen.setdefault("p", p))
-    assert seen["n"] == 750
+    # 1000 rows: 250 held out for the report, 10% of the other 750 for model selection.
+    assert (seen["n"], seen["n_validation"]) == (675, 75)
     rep = result.report
     assert rep["n_real"] == 250 and rep["reference"] == "held-out rows"
     assert set(rep["binned"]) == {"angle"}

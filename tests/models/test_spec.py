@@ -13,24 +13,60 @@ from models.spec import OBJECTIVE_NAMES, JobSpec
 MINIMAL = {"objective": "wgan-gp", "architecture": "mlp", "dataset": {"uri": "builtin://8gaussians"}}
 
 
-def test_minimal_spec_takes_the_wgan_gp_papers_defaults():
+def test_minimal_spec_takes_the_validated_default_recipe():
     spec = JobSpec.model_validate(MINIMAL)
     t = spec.training
-    assert (t.optimizer, t.lr_g, t.lr_d, t.betas, t.n_critic) == ("adam", 1e-4, 1e-4, (0.0, 0.9), 5)
-    assert spec.objective.gp_lambda == 10.0 and spec.objective.one_sided is False
+    assert t.recipe == "default"
+    assert (t.optimizer, t.lr_g, t.lr_d, t.betas, t.n_critic) == ("adam", 5e-4, 5e-4, (0.0, 0.9), 2)
+    assert (t.batch_size, t.lr_schedule, t.ema) == (1024, "linear", 0.99)
+    assert spec.objective.gp_lambda == 1.0 and spec.objective.one_sided is False
     assert spec.dataset.preprocessing == "standard"
+    assert (t.validate_every, t.patience, spec.dataset.validation_fraction) == (250, 8, 0.1)
 
 
-def test_wgan_takes_rmsprop_and_clipping_defaults():
-    spec = JobSpec.model_validate({**MINIMAL, "objective": {"name": "wgan"}})
+def test_paper_recipe_takes_the_wgan_gp_papers_settings():
+    spec = JobSpec.model_validate({**MINIMAL, "training": {"recipe": "paper"}})
+    t = spec.training
+    assert (t.optimizer, t.lr_g, t.lr_d, t.betas, t.n_critic) == ("adam", 1e-4, 1e-4, (0.0, 0.9), 5)
+    assert spec.objective.gp_lambda == 10.0 and t.ema == 0.0 and t.lr_schedule == "constant"
+
+
+def test_wgan_paper_recipe_takes_rmsprop_and_clipping():
+    spec = JobSpec.model_validate({**MINIMAL, "objective": {"name": "wgan"},
+                                   "training": {"recipe": "paper"}})
     assert spec.training.optimizer == "rmsprop" and spec.training.lr_d == 5e-5
     assert spec.training.n_critic == 5 and spec.objective.clip == 0.01
+    assert spec.training.batch_size == 64
 
 
-def test_explicit_training_values_win_over_defaults():
-    spec = JobSpec.model_validate({**MINIMAL, "training": {"lr_g": 3e-4, "n_critic": 2}})
+def test_explicit_values_win_over_the_recipe():
+    spec = JobSpec.model_validate({**MINIMAL, "objective": {"name": "wgan-gp", "gp_lambda": 5},
+                                   "training": {"recipe": "paper", "lr_g": 3e-4, "n_critic": 2,
+                                                "ema": 0.5}})
     assert spec.training.lr_g == 3e-4 and spec.training.n_critic == 2
-    assert spec.training.lr_d == 1e-4
+    assert spec.training.lr_d == 1e-4 and spec.training.ema == 0.5
+    assert spec.objective.gp_lambda == 5
+
+
+def test_every_objective_has_both_recipes_and_they_resolve_every_field():
+    from models.spec import OBJECTIVE_RECIPES, RECIPE_NAMES
+
+    assert set(OBJECTIVE_RECIPES) == set(OBJECTIVE_NAMES)
+    for name in OBJECTIVE_NAMES:
+        assert set(OBJECTIVE_RECIPES[name]) == set(RECIPE_NAMES)
+        for recipe in RECIPE_NAMES:
+            spec = JobSpec.model_validate({**MINIMAL, "objective": name,
+                                           "training": {"recipe": recipe}})
+            nulls = [k for k, v in spec.training.model_dump().items() if v is None]
+            assert nulls == ["referee_every"], (name, recipe, nulls)
+            assert all(v is not None for v in spec.objective.model_dump().values()), name
+            assert spec.architecture.critic.spectral_norm is (name == "hinge")
+
+
+def test_hinge_critic_is_spectrally_normalised_unless_the_spec_says_no():
+    spec = JobSpec.model_validate({**MINIMAL, "objective": "hinge",
+                                   "architecture": {"critic": {"spectral_norm": False}}})
+    assert spec.architecture.critic.spectral_norm is False
 
 
 def test_dcgan_defaults_to_minmax_scaling_for_its_tanh_output():

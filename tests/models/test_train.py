@@ -29,14 +29,16 @@ OBJECTIVES = [
 SMALL_NET = {"width": 16, "depth": 2}
 
 
-def toy_data(conditional: bool, n: int = 512, weights: bool = False, seed: int = 0) -> Dataset:
+def toy_data(conditional: bool, n: int = 512, weights: bool | str = False, seed: int = 0) -> Dataset:
+    """weights: True or "signed" (some negative, as sWeights), "positive"."""
     rng = np.random.default_rng(seed)
     a = rng.uniform(0, 2 * math.pi, size=(n, 1)).astype(np.float32)
     x = np.concatenate([np.cos(a), np.sin(a)], axis=1) * 2 + 0.1 * rng.normal(size=(n, 2))
     return Dataset(
         features=x.astype(np.float32),
         conditions=a if conditional else np.zeros((n, 0), np.float32),
-        weights=rng.uniform(-0.2, 1.5, size=n).astype(np.float32) if weights else None,
+        weights=rng.uniform(0.1 if weights == "positive" else -0.2, 1.5, size=n).astype(np.float32)
+        if weights else None,
         feature_names=["x", "y"],
         condition_names=["angle"] if conditional else [],
         image_shape=None,
@@ -109,17 +111,19 @@ class Crash(Exception):
 @pytest.mark.parametrize("objective", [{"name": "wgan-gp"}, {"name": "cramer", "feature_dim": 8},
                                        {"name": "nsgan"}])
 def test_resume_from_checkpoint_equals_an_uninterrupted_run(tmp_path, objective, interruption):
-    spec = small_spec(objective, steps=12, ema=0.9, checkpoint_every=5,
+    spec = small_spec(objective, steps=12, ema=0.9, checkpoint_every=5, validate_every=3,
                       critic={"spectral_norm": objective["name"] == "nsgan"})
-    data = toy_data(conditional=True, weights=True)
-    straight = train(spec, data, workdir=tmp_path / "straight")
+    # Signed weights where the objective is sound with them (nsgan refuses them).
+    data = toy_data(conditional=True, weights="positive" if objective["name"] == "nsgan" else True)
+    val = toy_data(conditional=True, n=128, seed=5)
+    straight = train(spec, data, validation=val, workdir=tmp_path / "straight")
 
     if interruption == "cancel":
         # Cancelled before step 9: the loop checkpoints the 8 steps done.
         seen: list[int] = []
         with pytest.raises(Cancelled):
-            train(spec, data, workdir=tmp_path / "resumed", on_progress=lambda p: seen.append(p.step),
-                  should_stop=lambda: len(seen) >= 8)
+            train(spec, data, validation=val, workdir=tmp_path / "resumed",
+                  on_progress=lambda p: seen.append(p.step), should_stop=lambda: len(seen) >= 8)
         expected_start = 8
     else:
         # Killed after step 8: only the periodic checkpoint of step 5 survives.
@@ -128,10 +132,11 @@ def test_resume_from_checkpoint_equals_an_uninterrupted_run(tmp_path, objective,
                 raise Crash
 
         with pytest.raises(Crash):
-            train(spec, data, workdir=tmp_path / "resumed", on_progress=crash_at_8)
+            train(spec, data, validation=val, workdir=tmp_path / "resumed", on_progress=crash_at_8)
         expected_start = 5
-    resumed = train(spec, data, workdir=tmp_path / "resumed")
+    resumed = train(spec, data, validation=val, workdir=tmp_path / "resumed")
     assert resumed.resumed_from == expected_start
+    assert (resumed.best_step, resumed.best_score) == (straight.best_step, straight.best_score)
     for part in ("generator", "critic"):
         a, b = getattr(straight, part).state_dict(), getattr(resumed, part).state_dict()
         assert a.keys() == b.keys()
@@ -193,3 +198,99 @@ def test_cuda_request_falls_back_to_cpu_without_a_gpu():
         pytest.skip("a GPU is present: the fallback path is not taken")
     trained = train(small_spec({"name": "wgan-gp"}, device="cuda"), toy_data(True))
     assert trained.device == "cpu"
+
+
+# --- model selection, early stopping, EMA batch norm, instance noise, signed weights ---------
+
+
+def validation_scores(history: list[Progress]) -> dict[int, float]:
+    return {p.step: p.metrics["validation_swd"] for p in history if "validation_swd" in p.metrics}
+
+
+def test_the_exported_generator_is_the_best_validated_one():
+    from models.selection import Validator
+
+    spec = small_spec({"name": "wgan-gp"}, steps=30, validate_every=3, patience=0, ema=0.5,
+                      lr_g=3e-3, lr_d=3e-3)
+    data, val = toy_data(True), toy_data(True, n=256, seed=7)
+    trained = train(spec, data, validation=val)
+    scores = validation_scores(trained.history)
+    assert sorted(scores) == list(range(3, 31, 3))
+    best_step = min(scores, key=scores.get)
+    assert trained.best_step == best_step and trained.best_score == scores[best_step]
+    assert trained.last_step == 30
+    # Rescoring the exported weights on the same validation rows gives the best score back.
+    x = torch.as_tensor(trained.feature_transform.forward(val.features), dtype=torch.float32)
+    a = torch.as_tensor(trained.condition_transform.forward(val.conditions), dtype=torch.float32)
+    rescored = Validator(x, a, None, spec.architecture.latent_dim, spec.training.seed)
+    assert rescored.score(trained.generator) == pytest.approx(trained.best_score, rel=1e-6)
+    if best_step != 30:  # the last weights differ from the exported ones
+        assert scores[30] > trained.best_score
+
+
+def test_training_stops_after_patience_scores_without_improvement(tmp_path):
+    spec = small_spec({"name": "nsgan"}, steps=400, validate_every=1, patience=2,
+                      optimizer="sgd", lr_g=0.5, lr_d=0.5, lr_schedule="constant")
+    data, val = toy_data(False), toy_data(False, n=128, seed=3)
+    trained = train(spec, data, validation=val, workdir=tmp_path)
+    scores = validation_scores(trained.history)
+    assert trained.last_step < 400
+    assert trained.history[-1].metrics.get("stopped_early") == 1.0
+    last_two = [scores[trained.last_step - 1], scores[trained.last_step]]
+    assert min(last_two) >= trained.best_score and trained.best_step <= trained.last_step - 2
+    # A job resumed after it stopped early does not train on.
+    again = train(spec, data, validation=val, workdir=tmp_path)
+    assert again.resumed_from == trained.last_step and again.last_step == trained.last_step
+    state, state2 = trained.generator.state_dict(), again.generator.state_dict()
+    assert all(torch.equal(state[k], state2[k]) for k in state)
+
+
+def test_ema_generator_has_batchnorm_statistics_of_its_own_weights():
+    from models.selection import refresh_batchnorm
+
+    spec = JobSpec.model_validate({
+        "objective": "wgan-gp",
+        "architecture": {"name": "mlp", "latent_dim": 4,
+                         "generator": {"width": 16, "depth": 2, "norm": "batch"},
+                         "critic": SMALL_NET},
+        "dataset": {"uri": "builtin://test"},
+        "training": {"steps": 40, "batch_size": 64, "ema": 0.95, "lr_g": 1e-2, "device": "cpu",
+                     "validate_every": 0},
+    })
+    trained = train(spec, toy_data(False))
+    bn = [m for m in trained.generator.modules() if isinstance(m, torch.nn.BatchNorm1d)]
+    exported = [(m.running_mean.clone(), m.running_var.clone()) for m in bn]
+    # Statistics recomputed from the exported (averaged) weights' own activations agree with
+    # what it carries; the live generator's statistics (the old copy) would not.
+    refresh_batchnorm(trained.generator, None, 0, 4, 512, seed=11, n_batches=32)
+    for m, (mean, var) in zip(bn, exported, strict=True):
+        np.testing.assert_allclose(m.running_mean, mean, atol=0.1 * float(var.sqrt().max()))
+        np.testing.assert_allclose(m.running_var, var, rtol=0.15)
+
+
+def test_instance_noise_is_annealed_to_zero_and_changes_training():
+    spec = small_spec({"name": "nsgan"}, steps=10, instance_noise=0.5)
+    noisy = train(spec, toy_data(False))
+    sigmas = [p.metrics["instance_noise"] for p in noisy.history]
+    assert sigmas[0] == pytest.approx(0.5) and sigmas[-1] == pytest.approx(0.05)
+    assert all(a > b for a, b in zip(sigmas, sigmas[1:], strict=False))
+    plain = train(small_spec({"name": "nsgan"}, steps=10), toy_data(False))
+    a, b = noisy.generator.state_dict(), plain.generator.state_dict()
+    assert not all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize("name", ["minimax", "nsgan", "lsgan", "fgan", "hinge"])
+def test_classifier_losses_refuse_negative_weights(name):
+    from models.datasets import DataError
+
+    with pytest.raises(DataError) as err:
+        train(small_spec({"name": name}), toy_data(True, weights="signed"))
+    for sound in ("wgan", "wgan-gp", "cramer"):
+        assert sound in str(err.value)
+    train(small_spec({"name": name}), toy_data(True, weights="positive"))
+
+
+@pytest.mark.parametrize("name", ["wgan", "wgan-gp", "cramer"])
+def test_ipm_losses_train_with_negative_weights(name):
+    trained = train(small_spec({"name": name}), toy_data(True, weights="signed"))
+    assert all(np.isfinite(v) for p in trained.history for v in p.losses.values())

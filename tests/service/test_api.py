@@ -98,7 +98,7 @@ def test_submit_get_list(client: TestClient) -> None:
     assert job["status"] == "queued"
     assert job["progress"] == {"step": 0, "total_steps": 60, "losses": {}, "metrics": {}}
     # the stored spec is the resolved one: the paper's defaults filled in
-    assert job["spec"]["training"]["n_critic"] == 5 and job["spec"]["training"]["lr_g"] == 1e-4
+    assert job["spec"]["training"]["n_critic"] == 2 and job["spec"]["training"]["lr_g"] == 5e-4
     got = client.get(f"/v1/jobs/{job['id']}").json()
     assert got["id"] == job["id"] and got["spec"] == job["spec"]
     for key in ("error", "model_id", "created_at", "started_at", "finished_at"):
@@ -433,3 +433,27 @@ print("ok")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True,
                          text=True, timeout=120)
     assert out.returncode == 0 and "ok" in out.stdout, out.stderr
+
+
+def test_objectives_lists_every_recipe_and_a_job_gets_the_default_one(client: TestClient) -> None:
+    r = client.get("/v1/objectives")
+    assert r.status_code == 200, r.text
+    objectives = r.json()["objectives"]
+    assert set(objectives) == set(OBJECTIVE_NAMES)
+    for name, entry in objectives.items():
+        assert set(entry["recipes"]) == {"default", "paper"}, name
+        assert entry["recipes"]["default"]["training"]["lr_schedule"] == "linear"
+    gp = objectives["wgan-gp"]
+    assert gp["recipes"]["default"]["objective"] == {"gp_lambda": 1.0}
+    assert gp["recipes"]["paper"]["objective"] == {"gp_lambda": 10.0}
+    assert gp["recipes"]["paper"]["training"]["n_critic"] == 5
+    assert "gp_lambda" in gp["parameters"] and "one_sided" in gp["parameters"]
+    assert objectives["hinge"]["recipes"]["default"]["critic"] == {"spectral_norm": True}
+
+    minimal = {"objective": "wgan-gp", "dataset": {"uri": "builtin://8gaussians"},
+               "training": {"steps": 10, "seed": 1}}
+    job = client.post("/v1/jobs", json=minimal).json()
+    training = job["spec"]["training"]
+    default = gp["recipes"]["default"]["training"]
+    assert {k: training[k] for k in default} == default
+    assert job["spec"]["objective"]["gp_lambda"] == 1.0

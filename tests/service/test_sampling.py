@@ -65,6 +65,40 @@ def test_conditions_checked(tmp_path: Path) -> None:
     assert sampling.sample(model, 3, 0, np.zeros((3, 1))).shape == (3, 2)
 
 
+def test_category_values_to_codes() -> None:
+    codes = sampling.encode_category("d", [-1, 3, 7], [3, 3.0, "3", " 7 ", "7.0", -1, "-1"])
+    assert codes.dtype == np.float32 and codes.tolist() == [1, 1, 1, 2, 2, 0, 0]
+    for bad in (3.5, "x", True, None, 4):
+        with pytest.raises(sampling.UnknownCategory, match="known categories: -1, 3, 7") as e:
+            sampling.encode_category("d", [-1, 3, 7], [3, bad])
+        assert e.value.value == bad and e.value.known == [-1, 3, 7]
+    assert sampling.encode_category("c", ["1", "a"], ["a", 1, 1.0, "1"]).tolist() == [1, 0, 0, 0]
+    with pytest.raises(sampling.UnknownCategory, match="'A' for condition 'c'"):
+        sampling.encode_category("c", ["1", "a"], ["A"])
+    many = list(range(250))
+    assert sampling.known_categories(many).endswith("99, ... (150 more)")
+
+
+def test_categories_metadata_is_read_and_checked(tmp_path: Path) -> None:
+    import onnx
+
+    path = make_linear_onnx(tmp_path / "g.onnx", conditions=("p", "kind"))
+    assert sampling.load_model(path).categories == {}
+    model = onnx.load(str(path))
+    entry = model.metadata_props.add()
+    entry.key, entry.value = "categories", '{"kind": ["a", "b"]}'
+    onnx.save(model, str(path))
+    loaded = sampling.load_model(path)
+    assert loaded.categories == {"kind": ["a", "b"]}
+    assert sampling.sample(loaded, 2, 0, np.array([[1, 0], [1, 1]])).shape == (2, 2)
+    with pytest.raises(sampling.SamplingError, match="'kind' is categorical.*0..1"):
+        sampling.sample(loaded, 1, 0, np.array([[1, 2]]))
+    entry.value = '{"other": ["a"]}'
+    onnx.save(model, str(path))
+    with pytest.raises(ValueError, match="'categories' must map condition names"):
+        sampling.load_model(path)
+
+
 def test_choose_format() -> None:
     assert sampling.choose_format(None, None) == "json"
     assert sampling.choose_format("NPY", "text/csv") == "npy"
