@@ -8,7 +8,7 @@ Each run trains the minimal spec of a job, e.g.
 (only the objective, the data set's URI and roles, the steps and the seed: every other field
 comes from the objective's "default" recipe, models/spec.py) through the same path as a job
 (models.pipeline.run_job): the holdout rows (dataset.holdout_fraction) and then the validation
-rows (dataset.validation_fraction) are split off with models.pipeline.split_holdout, and
+rows (dataset.validation_fraction) are split off with models.pipeline.split_for_training, and
 models.train.train runs with that validation set (model selection and early stopping included,
 so a run may end before --steps: the table reports the step it ended at and the step whose
 weights were kept). The trained PyTorch generator (the weights a job exports) is then measured
@@ -111,9 +111,8 @@ from models.datasets.builtin import (  # noqa: E402
 from models.metrics import mode_coverage  # noqa: E402
 from models.pipeline import (  # noqa: E402
     N_QUALITY_SAMPLES,
-    VALIDATION_SEED_OFFSET,
     sample_trained,
-    split_holdout,
+    split_for_training,
 )
 from models.spec import OBJECTIVE_NAMES, JobSpec  # noqa: E402
 from models.train import TrainedModel, train  # noqa: E402
@@ -370,23 +369,27 @@ CASES: dict[str, Case] = {c.name: c for c in (
 )}
 
 
-def minimal_spec(case: str, objective: str, seed: int, steps: int) -> JobSpec:
+def _merged(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in extra.items():
+        out[key] = (_merged(out[key], value) if isinstance(value, dict)
+                    and isinstance(out.get(key), dict) else value)
+    return out
+
+
+def minimal_spec(case: str, objective: str, seed: int, steps: int,
+                 overrides: dict[str, Any] | None = None) -> JobSpec:
     """The minimal spec: objective, data set (URI and roles), steps and seed; the rest comes
-    from the objective's default recipe."""
-    return JobSpec.model_validate({"objective": objective, "dataset": dict(CASES[case].dataset),
-                                   "training": {"steps": steps, "seed": seed}})
+    from the objective's default recipe. `overrides` (--set) are merged in, for sweeps."""
+    spec = {"objective": {"name": objective}, "dataset": dict(CASES[case].dataset),
+            "training": {"steps": steps, "seed": seed}}
+    return JobSpec.model_validate(_merged(spec, overrides or {}))
 
 
 def split_like_a_job(spec: JobSpec, data: Dataset) -> tuple[Dataset, Dataset | None,
                                                              Dataset, Dataset | None]:
     """(training part, held-out part, fit part, validation part), split as run_job does."""
-    train_data, held = split_holdout(data, spec.dataset.holdout_fraction, spec.training.seed)
-    fit_data, validation = train_data, None
-    if spec.training.validate_every:
-        fit_data, validation = split_holdout(train_data, spec.dataset.validation_fraction,
-                                             spec.training.seed + VALIDATION_SEED_OFFSET,
-                                             what="validation_fraction")
-    return train_data, held, fit_data, validation
+    return tuple(split_for_training(spec, data))  # type: ignore[return-value]
 
 
 def evaluate_case(case: str, trained: TrainedModel, train_data: Dataset,
@@ -409,12 +412,16 @@ def _data_roots() -> list[Path]:
     return [DATA_ROOT]
 
 
-def run_case(case: str, objective: str, seed: int, steps: int = 5000) -> dict[str, Any]:
+def run_case(case: str, objective: str, seed: int, steps: int = 5000,
+             overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     """Train the minimal spec of (case, objective, seed, steps) like a job and measure it: a
     row (status "ok", "refused: <DataError>" or "error: ...", metrics, steps, seconds)."""
-    spec = minimal_spec(case, objective, seed, steps)
+    spec = minimal_spec(case, objective, seed, steps, overrides)
+    recipe = spec.training.recipe
+    if overrides:
+        recipe += " + " + json.dumps(overrides, separators=(",", ":"))
     row: dict[str, Any] = {"case": case, "objective": objective,
-                           "recipe": spec.training.recipe, "seed": seed, "steps": steps,
+                           "recipe": recipe, "seed": seed, "steps": steps,
                            "last_step": None, "best_step": None, "metrics": {},
                            "train_seconds": None, "eval_seconds": None}
     data = load_dataset(spec.dataset, data_roots=_data_roots())
@@ -465,11 +472,11 @@ def _worker_init() -> None:
     torch.set_num_threads(1)
 
 
-def _task(args: tuple[str, str, int, int]) -> dict[str, Any]:
-    case, objective, seed, steps = args
+def _task(args: tuple[str, str, int, int, dict[str, Any] | None]) -> dict[str, Any]:
+    case, objective, seed, steps, overrides = args
     torch.set_num_threads(1)
     try:
-        return run_case(case, objective, seed, steps)
+        return run_case(case, objective, seed, steps, overrides)
     except Exception as exc:  # one failing row must not end a sweep of hours
         traceback.print_exc()
         return {"case": case, "objective": objective, "recipe": "default", "seed": seed,
@@ -590,6 +597,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="JSON, merged")
     parser.add_argument("--markdown", type=Path, default=DEFAULT_MARKDOWN,
                         help="markdown table, merged by (case, objective, seed)")
+    parser.add_argument("--set", type=json.loads, default=None, metavar="JSON",
+                        help="merged into every spec (a sweep): '{\"training\": {\"lr_g\": 1e-3}}'")
     parser.add_argument("--list", action="store_true", help="print the cases and exit")
     args = parser.parse_args(argv)
 
@@ -625,14 +634,14 @@ def main(argv: Sequence[str] | None = None) -> None:
             print(f"[{len(done)}] {r['case']} {r['objective']} seed {r['seed']}: {summary(r)}"
                   + (f" ({r['train_seconds']} s)" if r.get("train_seconds") else ""),
                   flush=True)
+        merge_markdown(args.markdown, rows, run)  # first: it numbers the run
         merge_json(args.out, rows, run)
-        merge_markdown(args.markdown, rows, run)
 
     for case in cases:  # cheap, once per invocation
         if CASES[case].references:
             record(reference_rows(case, seeds[0]))
 
-    tasks = [(c, o, s, args.steps) for c in cases for o in objectives for s in seeds]
+    tasks = [(c, o, s, args.steps, args.set) for c in cases for o in objectives for s in seeds]
     if args.jobs == 1:
         for task in tasks:
             record([_task(task)])

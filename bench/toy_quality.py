@@ -62,7 +62,11 @@ def main() -> None:
     seconds = time.perf_counter() - tic
     samples = sample_trained(trained, N_QUALITY_SAMPLES, seed=123)
     cov = mode_coverage(samples, data.modes, data.mode_std)
-    dist = np.linalg.norm(samples[:, None] - data.modes[None], axis=-1).min(1) / data.mode_std
+    # In sigmas of the nearest mode (mode_std: one float, or one std per mode as in
+    # two-gaussians), "nearest" in sigmas as in mode_coverage.
+    std = np.broadcast_to(np.asarray(data.mode_std, dtype=np.float64), (len(data.modes),))
+    sigmas = np.linalg.norm(samples[:, None] - data.modes[None], axis=-1) / std  # [N, K]
+    dist = sigmas.min(1)
     print(json.dumps({
         "overrides": json.loads(args.overrides),
         "modes": f"{cov.modes_captured}/{cov.n_modes}",

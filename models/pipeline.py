@@ -60,6 +60,33 @@ def split_holdout(data: Dataset, fraction: float, seed: int,
     return take(keep), take(hold)
 
 
+@dataclass
+class Splits:
+    """The rows of one job: `train` (not held out) = `fit` (gradient steps) + `validation`
+    (model selection); `held` for the report. Unpacks as (train, held, fit, validation)."""
+
+    train: Dataset
+    held: Dataset | None
+    fit: Dataset
+    validation: Dataset | None
+
+    def __iter__(self):
+        return iter((self.train, self.held, self.fit, self.validation))
+
+
+def split_for_training(spec: JobSpec, data: Dataset) -> Splits:
+    """The holdout (dataset.holdout_fraction), then the validation rows out of the rest
+    (dataset.validation_fraction, when training.validate_every is on), both by event and
+    seeded by training.seed, so every run of a spec sees the same rows."""
+    train_data, held = split_holdout(data, spec.dataset.holdout_fraction, spec.training.seed)
+    fit_data, validation = train_data, None
+    if spec.training.validate_every:
+        fit_data, validation = split_holdout(train_data, spec.dataset.validation_fraction,
+                                             spec.training.seed + VALIDATION_SEED_OFFSET,
+                                             what="validation_fraction")
+    return Splits(train_data, held, fit_data, validation)
+
+
 @torch.no_grad()
 def sample_trained(trained: TrainedModel, n: int, conditions: np.ndarray | None = None,
                    seed: int = 0) -> np.ndarray:
@@ -106,12 +133,7 @@ def run_job(
         spec.dataset, data_roots=data_roots, upload_resolver=upload_resolver,
         allowed_hosts=allowed_hosts,
     )
-    train_data, held = split_holdout(data, spec.dataset.holdout_fraction, spec.training.seed)
-    fit_data, validation = train_data, None
-    if spec.training.validate_every:
-        fit_data, validation = split_holdout(train_data, spec.dataset.validation_fraction,
-                                             spec.training.seed + VALIDATION_SEED_OFFSET,
-                                             what="validation_fraction")
+    train_data, held, fit_data, validation = split_for_training(spec, data)
     trained = train(spec, fit_data, validation=validation, workdir=workdir,
                     on_progress=on_progress, should_stop=should_stop)
     metrics = quality_metrics(trained, data)
@@ -130,7 +152,7 @@ def run_job(
         "categories": json.dumps(data.categories),
         "objective": spec.objective.name,
         "architecture": spec.architecture.name,
-        "latent_dim": str(spec.architecture.latent_dim),
+        "latent_dim": str(trained.spec.architecture.latent_dim),
         "image_shape": json.dumps(trained.image_shape),
         "spec_hash": spec.spec_hash(),
     }
@@ -151,7 +173,7 @@ def run_job(
             "categories": data.categories,
             "objective": spec.objective.name,
             "architecture": spec.architecture.name,
-            "latent_dim": spec.architecture.latent_dim,
+            "latent_dim": trained.spec.architecture.latent_dim,
             "image_shape": list(trained.image_shape) if trained.image_shape else None,
             "spec_hash": spec.spec_hash(),
             "onnx_sha256": report.sha256,

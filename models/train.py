@@ -27,6 +27,7 @@ from models.preprocessing import Transform, fit_transform
 from models.referee import Referee
 from models.selection import Validator, has_batchnorm, refresh_batchnorm
 from models.spec import JobSpec, TrainingSpec
+from models.weights import WeightRegression, has_negative
 
 CHECKPOINT_NAME = "checkpoint.pt"
 
@@ -114,6 +115,27 @@ def _normalised_weights(weights: np.ndarray | None, device: torch.device) -> Ten
     return torch.as_tensor(w / w.mean(), dtype=torch.float32, device=device)
 
 
+def _observables(data: Dataset) -> np.ndarray:
+    return np.concatenate([data.conditions, data.features], axis=1)
+
+
+def training_weights(spec: JobSpec, data: Dataset, validation: Dataset | None
+                     ) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """(weights of the training rows, of the validation rows) as training uses them: the
+    given ones, or their regression E[w | a, x] (dataset.regress_weights; null: when some
+    weight is negative)."""
+    val_weights = validation.weights if validation is not None else None
+    regress = spec.dataset.regress_weights
+    if regress is None:
+        regress = has_negative(data.weights)
+    if not regress or data.weights is None:
+        return data.weights, val_weights
+    regression = WeightRegression(_observables(data), data.weights, seed=spec.training.seed)
+    if validation is not None and validation.weights is not None:
+        val_weights = regression.predict(_observables(validation))
+    return regression.fitted, val_weights
+
+
 def train(
     spec: JobSpec,
     data: Dataset,
@@ -124,7 +146,8 @@ def train(
     should_stop: Callable[[], bool] | None = None,
 ) -> TrainedModel:
     t = spec.training
-    check_weights(spec.objective.name, data.weights)
+    weights, val_weights = training_weights(spec, data, validation)
+    check_weights(spec.objective.name, weights)
     device = resolve_device(t.device)
     torch.manual_seed(t.seed)
     np.random.seed(t.seed % 2**32)
@@ -133,6 +156,7 @@ def train(
     feature_tf = fit_transform(spec.dataset.preprocessing, data.features)
     x_all = torch.as_tensor(feature_tf.forward(data.features), dtype=torch.float32, device=device)
     n_rows, n_features = x_all.shape
+    spec = spec.with_latent_dim(n_features, data.conditions.shape[1])  # null: by the data
     n_conditions = data.conditions.shape[1] if data.conditions is not None else 0
     cond_tf = None
     a_all = None
@@ -141,7 +165,7 @@ def train(
                                 categorical=data.category_sizes)
         a_all = torch.as_tensor(cond_tf.forward(data.conditions), dtype=torch.float32, device=device)
         n_conditions = a_all.shape[1]  # a categorical condition: its K one-hot columns
-    w_all = _normalised_weights(data.weights, device)
+    w_all = _normalised_weights(weights, device)
 
     # --- models and optimisers ----------------------------------------------------------------
     objective = get_objective(spec.objective)
@@ -165,7 +189,7 @@ def train(
         if cond_tf is not None:
             a_val = torch.as_tensor(cond_tf.forward(validation.conditions), dtype=torch.float32,
                                     device=device)
-        validator = Validator(x_val, a_val, _normalised_weights(validation.weights, device),
+        validator = Validator(x_val, a_val, _normalised_weights(val_weights, device),
                               arch.latent_dim, t.seed)
     needs_bn_refresh = G_ema is not None and has_batchnorm(G)
     best: dict = {"step": None, "score": None, "generator": None, "since": 0}

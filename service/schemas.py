@@ -70,6 +70,10 @@ class ModelOut(BaseModel):
         default_factory=dict, description="the values each categorical condition takes")
     metrics: dict[str, Any] = Field(default_factory=dict)
     final_losses: dict[str, float] = Field(default_factory=dict)
+    selection: dict[str, Any] = Field(
+        default_factory=dict,
+        description="model selection: best_step (whose weights were exported), "
+                    "best_validation_swd, last_step, stopped_early")
     spec_hash: str | None = None
     onnx_sha256: str
     onnx_url: str
@@ -95,6 +99,7 @@ class ModelOut(BaseModel):
             categories=meta.get("categories") or {},
             metrics=meta.get("metrics") or {},
             final_losses=meta.get("final_losses") or {},
+            selection=meta.get("selection") or {},
             spec_hash=meta.get("spec_hash"),
             onnx_sha256=row["onnx_sha256"],
             onnx_url=f"/v1/models/{row['id']}/onnx",

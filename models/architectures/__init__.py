@@ -15,7 +15,7 @@ from torch import nn
 
 from models.architectures import dcgan, mlp, resmlp
 from models.architectures.layers import apply_spectral_norm
-from models.spec import ArchitectureSpec
+from models.spec import ArchitectureSpec, auto_latent_dim
 
 
 class Architecture(NamedTuple):
@@ -44,6 +44,8 @@ def build_generator(
     n_conditions: int,
     image_shape: tuple[int, int, int] | None = None,
 ) -> nn.Module:
+    if spec.latent_dim is None:  # null: as many noise dimensions as features
+        spec = spec.model_copy(update={"latent_dim": auto_latent_dim(n_features, n_conditions)})
     return _lookup(spec.name).generator(spec, n_features, n_conditions, image_shape)
 
 

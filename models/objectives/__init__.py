@@ -61,8 +61,9 @@ def check_weights(objective_name: str, weights: np.ndarray | None) -> None:
         raise DataError(
             f"{n_neg} of {n} weights are negative: objective {objective_name}'s loss is "
             f"unbounded below for the discriminator with negative weights; the objectives "
-            f"sound with signed weights are {sound} (or make the weights non-negative, e.g. "
-            f"by regressing the sWeights on the observables, E[w | x, a])"
+            f"sound with signed weights are {sound}; or train on their regression E[w | a, x], "
+            f"which is never negative (dataset.regress_weights: true, the default for signed "
+            f"weights)"
         )
 
 

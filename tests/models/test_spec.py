@@ -17,7 +17,7 @@ def test_minimal_spec_takes_the_validated_default_recipe():
     spec = JobSpec.model_validate(MINIMAL)
     t = spec.training
     assert t.recipe == "default"
-    assert (t.optimizer, t.lr_g, t.lr_d, t.betas, t.n_critic) == ("adam", 5e-4, 5e-4, (0.0, 0.9), 2)
+    assert (t.optimizer, t.lr_g, t.lr_d, t.betas, t.n_critic) == ("adam", 1e-3, 1e-3, (0.0, 0.9), 2)
     assert (t.batch_size, t.lr_schedule, t.ema) == (1024, "linear", 0.99)
     assert spec.objective.gp_lambda == 1.0 and spec.objective.one_sided is False
     assert spec.dataset.preprocessing == "standard"
@@ -61,6 +61,19 @@ def test_every_objective_has_both_recipes_and_they_resolve_every_field():
             assert nulls == ["referee_every"], (name, recipe, nulls)
             assert all(v is not None for v in spec.objective.model_dump().values()), name
             assert spec.architecture.critic.spectral_norm is (name == "hinge")
+
+
+def test_latent_dim_null_is_fixed_by_the_data():
+    spec = JobSpec.model_validate(MINIMAL)
+    assert spec.architecture.latent_dim is None
+    assert spec.with_latent_dim(2, 0).architecture.latent_dim == 2
+    assert spec.with_latent_dim(1, 0).architecture.latent_dim == 2
+    assert spec.with_latent_dim(64, 0).architecture.latent_dim == 64
+    assert spec.with_latent_dim(3, 4).architecture.latent_dim == 32
+    assert spec.with_latent_dim(64, 1).architecture.latent_dim == 64
+    assert spec.architecture.latent_dim is None  # a copy
+    fixed = JobSpec.model_validate({**MINIMAL, "architecture": {"latent_dim": 16}})
+    assert fixed.with_latent_dim(64, 0).architecture.latent_dim == 16
 
 
 def test_hinge_critic_is_spectrally_normalised_unless_the_spec_says_no():

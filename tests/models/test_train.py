@@ -279,18 +279,44 @@ def test_instance_noise_is_annealed_to_zero_and_changes_training():
     assert not all(torch.equal(a[k], b[k]) for k in a)
 
 
+def as_given(spec: JobSpec) -> JobSpec:
+    """The spec with dataset.regress_weights off: training sees the signed weights."""
+    spec = spec.model_copy(deep=True)
+    spec.dataset.regress_weights = False
+    return spec
+
+
 @pytest.mark.parametrize("name", ["minimax", "nsgan", "lsgan", "fgan", "hinge"])
 def test_classifier_losses_refuse_negative_weights(name):
     from models.datasets import DataError
 
     with pytest.raises(DataError) as err:
-        train(small_spec({"name": name}), toy_data(True, weights="signed"))
-    for sound in ("wgan", "wgan-gp", "cramer"):
+        train(as_given(small_spec({"name": name})), toy_data(True, weights="signed"))
+    for sound in ("wgan", "wgan-gp", "cramer", "regress_weights"):
         assert sound in str(err.value)
-    train(small_spec({"name": name}), toy_data(True, weights="positive"))
+    train(as_given(small_spec({"name": name})), toy_data(True, weights="positive"))
+    # Regressed weights (the default for signed ones) are never negative: accepted.
+    train(small_spec({"name": name}), toy_data(True, weights="signed"))
+
+
+def test_signed_weights_are_regressed_by_default_and_kept_when_asked():
+    from models.train import training_weights
+
+    data, val = toy_data(True, n=2000, weights="signed"), toy_data(True, n=500, weights=True, seed=4)
+    spec = small_spec({"name": "wgan-gp"})
+    fitted, val_fitted = training_weights(spec, data, val)
+    assert (fitted >= 0).all() and (val_fitted >= 0).all()
+    assert not np.array_equal(fitted, data.weights)
+    # The weights here are noise around their mean, whatever x and a: the regression finds it.
+    assert abs(fitted.mean() - data.weights.mean()) < 0.05
+    assert fitted.std() < 0.5 * data.weights.std()
+    given, val_given = training_weights(as_given(spec), data, val)
+    assert given is data.weights and val_given is val.weights
+    positive = toy_data(True, weights="positive")
+    assert training_weights(spec, positive, None)[0] is positive.weights  # no negative: as given
 
 
 @pytest.mark.parametrize("name", ["wgan", "wgan-gp", "cramer"])
 def test_ipm_losses_train_with_negative_weights(name):
-    trained = train(small_spec({"name": name}), toy_data(True, weights="signed"))
+    trained = train(as_given(small_spec({"name": name})), toy_data(True, weights="signed"))
     assert all(np.isfinite(v) for p in trained.history for v in p.losses.values())
