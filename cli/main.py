@@ -284,6 +284,14 @@ def report(
                     show_header=False)
     summary.add_row("classifier two-sample AUC (0.5 = indistinguishable)", _g(c2st.get("auc"),
                                                                               ".3f"))
+    breakdown = rep.get("classifier_breakdown") or {}
+    if breakdown.get("features_joint") is not None:
+        summary.add_row("  AUC on the features jointly (no conditions)",
+                        _g(breakdown["features_joint"], ".3f"))
+    for entry in breakdown.get("per_feature") or []:
+        summary.add_row(f"  AUC on {entry['feature']} alone", _g(entry["auc"], ".3f"))
+    if rep.get("weighted"):
+        summary.add_row("weighted (per-event weights)", "yes")
     summary.add_row("energy distance (standardised)", _g(energy.get("value")))
     summary.add_row("correlation difference, max |diff|", _g(corr.get("max_abs")))
     s = rep.get("summary", {})
@@ -310,7 +318,9 @@ def report(
         table = Table(f"{cname} bin", "rows", *[f"W1 {f}" for f in features],
                       title=f"per-feature W1 in quantile bins of {cname}")
         for b in bins:
-            table.add_row(f"[{_g(b['low'])}, {_g(b['high'])}]", str(b["n_real"]),
+            label = (str(b["category"]) if "category" in b
+                     else f"[{_g(b['low'])}, {_g(b['high'])}]")
+            table.add_row(label, str(b["n_real"]),
                           *[_g(f["w1"]) for f in b["features"]])
         console.print(table)
     if rep.get("plots"):

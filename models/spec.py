@@ -77,7 +77,9 @@ class MinimaxParams(_ObjectiveParams):
 
     name: Literal["minimax"]
     recipes: ClassVar[dict[str, Recipe]] = {
-        "default": _default("validated on the toy sets: Adam, linear lr decay, EMA"),
+        "default": _default("leaky-ReLU critic, Adam 5e-4 (0.5, 0.999), batch 256, linear "
+                            "lr decay, EMA 0.99", critic={"activation": "leaky_relu"},
+                            batch_size=256),
         "paper": _paper("Goodfellow 2014: k=1 discriminator step, SGD with momentum",
                         optimizer="sgd", lr_g=1e-2, lr_d=1e-2, momentum=0.5, n_critic=1),
     }
@@ -88,7 +90,9 @@ class NSGANParams(_ObjectiveParams):
 
     name: Literal["nsgan"]
     recipes: ClassVar[dict[str, Recipe]] = {
-        "default": _default("validated on the toy sets: Adam, linear lr decay, EMA"),
+        "default": _default("leaky-ReLU critic, Adam 5e-4 (0.5, 0.999), batch 256, linear "
+                            "lr decay, EMA 0.99", critic={"activation": "leaky_relu"},
+                            batch_size=256),
         "paper": _paper("DCGAN (Radford 2015): Adam 2e-4, beta1 0.5", optimizer="adam",
                         lr_g=2e-4, lr_d=2e-4, betas=(0.5, 0.999), n_critic=1),
     }
@@ -99,7 +103,8 @@ class LSGANParams(_ObjectiveParams):
 
     name: Literal["lsgan"]
     recipes: ClassVar[dict[str, Recipe]] = {
-        "default": _default("validated on the toy sets: Adam, linear lr decay, EMA"),
+        "default": _default("ReLU critic, Adam 5e-4 (0.5, 0.999), batch 256, linear lr "
+                            "decay, EMA 0.99", batch_size=256),
         "paper": _paper("Mao 2017: Adam 2e-4, beta1 0.5", optimizer="adam", lr_g=2e-4,
                         lr_d=2e-4, betas=(0.5, 0.999), n_critic=1),
     }
@@ -116,7 +121,9 @@ class FGANParams(_ObjectiveParams):
     divergence: Divergence = "js"
     generator_loss: Literal["practical", "saddle"] = "practical"
     recipes: ClassVar[dict[str, Recipe]] = {
-        "default": _default("validated on the toy sets: Adam, linear lr decay, EMA"),
+        "default": _default("leaky-ReLU critic, Adam 5e-4 (0.5, 0.999), batch 256, linear "
+                            "lr decay, EMA 0.99", critic={"activation": "leaky_relu"},
+                            batch_size=256),
         "paper": _paper("Nowozin 2016: Adam 2e-4, beta1 0.5", optimizer="adam", lr_g=2e-4,
                         lr_d=2e-4, betas=(0.5, 0.999), n_critic=1),
     }
@@ -178,8 +185,10 @@ class HingeParams(_ObjectiveParams):
 
     name: Literal["hinge"]
     recipes: ClassVar[dict[str, Recipe]] = {
-        "default": _default("validated on the toy sets: spectral-norm critic, Adam, linear lr "
-                            "decay, EMA", critic={"spectral_norm": True}),
+        "default": _default("spectral-norm leaky-ReLU critic, Adam 5e-4 (0.5, 0.999), batch "
+                            "256, linear lr decay, EMA 0.99",
+                            critic={"spectral_norm": True, "activation": "leaky_relu"},
+                            batch_size=256),
         "paper": _paper("Miyato 2018 (SN-GAN): spectral norm, Adam 2e-4 (0, 0.9), n_dis 5",
                         critic={"spectral_norm": True}, optimizer="adam", lr_g=2e-4,
                         lr_d=2e-4, betas=(0.0, 0.9), n_critic=5, batch_size=64),
@@ -232,7 +241,8 @@ class NetSpec(_Strict):
 
 
 class CriticSpec(NetSpec):
-    activation: Activation = "relu"
+    # null: the recipe's choice (the classifier-type losses': leaky_relu), else relu.
+    activation: Activation | None = None  # type: ignore[assignment]
     # null: the recipe's choice (hinge's recipes: on, as in SN-GAN), else off.
     spectral_norm: bool | None = None
 
@@ -430,6 +440,8 @@ class JobSpec(_Strict):
                 setattr(self.training, field, fallback)
         if self.architecture.critic.spectral_norm is None:
             self.architecture.critic.spectral_norm = False
+        if self.architecture.critic.activation is None:
+            self.architecture.critic.activation = "relu"
         images = self.architecture.name == "dcgan"
         if self.dataset.preprocessing is None:
             self.dataset.preprocessing = "minmax" if images else "standard"

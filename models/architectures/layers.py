@@ -10,8 +10,9 @@ from torch.nn.utils.parametrizations import spectral_norm
 LEAKY_SLOPE = 0.2  # DCGAN (Radford et al. 2015) and most GAN critics since
 
 
-def activation(name: str) -> nn.Module:
-    if name == "relu":
+def activation(name: str | None) -> nn.Module:
+    # None: a critic spec built outside a job spec, whose recipe would have named one.
+    if name is None or name == "relu":
         return nn.ReLU()
     if name == "leaky_relu":
         return nn.LeakyReLU(LEAKY_SLOPE)

@@ -448,7 +448,8 @@ def test_objectives_lists_every_recipe_and_a_job_gets_the_default_one(client: Te
     assert gp["recipes"]["paper"]["objective"] == {"gp_lambda": 10.0}
     assert gp["recipes"]["paper"]["training"]["n_critic"] == 5
     assert "gp_lambda" in gp["parameters"] and "one_sided" in gp["parameters"]
-    assert objectives["hinge"]["recipes"]["default"]["critic"] == {"spectral_norm": True}
+    assert objectives["hinge"]["recipes"]["default"]["critic"] == {"spectral_norm": True,
+                                                                  "activation": "leaky_relu"}
 
     minimal = {"objective": "wgan-gp", "dataset": {"uri": "builtin://8gaussians"},
                "training": {"steps": 10, "seed": 1}}
