@@ -53,7 +53,7 @@ def small_spec(objective: dict, arch: str = "mlp", steps: int = 3, **training) -
         "architecture": {"name": arch, "latent_dim": 4, "generator": SMALL_NET,
                          "critic": {**SMALL_NET, **training.pop("critic", {})}},
         "dataset": {"uri": "builtin://test"},
-        "training": {"steps": steps, "batch_size": 32, "log_every": 1, "ema": None,
+        "training": {"steps": steps, "batch_size": 32, "log_every": 1, "ema": 0.0,
                      "device": "cpu", **training},
     })
 
@@ -74,7 +74,7 @@ def test_every_objective_trains_with_finite_losses_and_full_gradients(objective,
     trained = train(spec, toy_data(conditional), on_progress=seen.append)
     assert [p.step for p in seen] == [1, 2, 3]
     assert all(math.isfinite(v) for p in seen for v in p.losses.values())
-    # ema=None: the returned generator is the one that was optimised, with its last gradients.
+    # ema 0 (off): the returned generator is the one that was optimised, with its last gradients.
     assert_every_parameter_has_a_gradient(trained.generator, "generator")
     assert_every_parameter_has_a_gradient(trained.critic, "critic")
 
@@ -177,7 +177,7 @@ def test_dcgan_trains_on_digits_conditional_and_not():
             "architecture": {"name": "dcgan", "latent_dim": 8, "generator": {"channels": 8},
                              "critic": {"channels": 8, "norm": "layer"}},
             "dataset": {"uri": "builtin://digits", "conditions": conditions},
-            "training": {"steps": 2, "batch_size": 16, "n_critic": 1, "ema": None,
+            "training": {"steps": 2, "batch_size": 16, "n_critic": 1, "ema": 0.0,
                          "log_every": 1, "device": "cpu"},
         })
         data = load_dataset(DatasetSpec.model_validate(spec.dataset.model_dump()), data_roots=[])
