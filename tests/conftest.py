@@ -300,3 +300,14 @@ def live_stack(tmp_path: Path) -> Iterator[type[LiveStack]]:
     yield Tracked
     for stack in made:
         stack.close()
+
+
+@pytest.fixture
+def one_torch_thread() -> Iterator[None]:
+    """Training tests whose figures are measured on one thread (and must not spin a second)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
 from models.datasets import load_dataset
 from models.datasets.builtin import two_gaussian_responsibilities, two_gaussian_weights
@@ -15,13 +14,9 @@ from models.pipeline import sample_trained
 from models.spec import JobSpec
 from models.train import train
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+
 
 
 def test_wgan_gp_keeps_both_modes_of_the_two_gaussian_mixture():

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
 from models.datasets import Dataset
 from models.pipeline import sample_trained
@@ -17,6 +16,8 @@ from models.spec import JobSpec
 from models.train import train
 
 TRUTH = {0.0: 0.2, 1.0: 1.0, 2.0: 1.8}
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def signed_toy(n_signal: int = 3000, n_background: int = 1500, seed: int = 0) -> Dataset:
@@ -32,12 +33,6 @@ def signed_toy(n_signal: int = 3000, n_background: int = 1500, seed: int = 0) ->
                    weights=w.astype(np.float32), feature_names=["y"], condition_names=["a"])
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.mark.parametrize("regress", [False], ids=["weights-as-given"])
