@@ -386,12 +386,6 @@ def minimal_spec(case: str, objective: str, seed: int, steps: int,
     return JobSpec.model_validate(_merged(spec, overrides or {}))
 
 
-def split_like_a_job(spec: JobSpec, data: Dataset) -> tuple[Dataset, Dataset | None,
-                                                             Dataset, Dataset | None]:
-    """(training part, held-out part, fit part, validation part), split as run_job does."""
-    return tuple(split_for_training(spec, data))  # type: ignore[return-value]
-
-
 def evaluate_case(case: str, trained: TrainedModel, train_data: Dataset,
                   held: Dataset | None, seed: int) -> dict[str, Any]:
     """The case's metrics for a trained model; held None (holdout_fraction 0): the training
@@ -425,7 +419,7 @@ def run_case(case: str, objective: str, seed: int, steps: int = 5000,
                            "last_step": None, "best_step": None, "metrics": {},
                            "train_seconds": None, "eval_seconds": None}
     data = load_dataset(spec.dataset, data_roots=_data_roots())
-    train_data, held, fit_data, validation = split_like_a_job(spec, data)
+    train_data, held, fit_data, validation = split_for_training(spec, data)
     tic = time.perf_counter()
     try:
         trained = train(spec, fit_data, validation=validation)
@@ -448,7 +442,7 @@ def reference_rows(case: str, seed: int) -> list[dict[str, Any]]:
     for label, measure in CASES[case].references:
         spec = minimal_spec(case, "wgan-gp", seed, 1)  # only the data set and the split count
         data = load_dataset(spec.dataset, data_roots=_data_roots())
-        train_data, held, _, _ = split_like_a_job(spec, data)
+        train_data, held, _, _ = split_for_training(spec, data)
         tic = time.perf_counter()
         metrics = measure(train_data, held if held is not None else train_data, seed)
         out.append({"case": case, "objective": label, "recipe": "-", "seed": seed,
