@@ -76,6 +76,14 @@ class Settings(BaseSettings):
     # Touched by every worker's reaper pass (a container healthcheck reads its age).
     WORKER_HEALTH_FILE: Path | None = None
 
+    # --- launcher (`make run`) supervision (issue 10, docs/security-launcher.md) ----------------
+    # A child of the launcher (API, worker, embedded Redis) that exits on its own is restarted
+    # after a delay that doubles from the first to the most: a crash loop cannot spin the CPU.
+    LAUNCHER_RESTART_DELAY_SECONDS: float = Field(1.0, gt=0)
+    LAUNCHER_RESTART_MAX_DELAY_SECONDS: float = Field(30.0, gt=0)
+    # A child that ran this long before it exited was healthy: its next delay is the first.
+    LAUNCHER_HEALTHY_SECONDS: float = Field(60.0, gt=0)
+
     # --- API ----------------------------------------------------------------------------------
     API_HOST: str = "127.0.0.1"
     API_PORT: int = Field(8000, ge=0, le=65535)
