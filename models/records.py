@@ -35,8 +35,10 @@ from sqlalchemy import (
     event,
     func,
     insert,
+    inspect,
     or_,
     select,
+    text,
     update,
 )
 from sqlalchemy.engine import Connection, RowMapping, make_url
@@ -47,6 +49,9 @@ QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLING, CANCELLED = (
 )
 STATUSES = (QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLING, CANCELLED)
 TERMINAL = frozenset({SUCCEEDED, FAILED, CANCELLED})
+ACTIVE = (QUEUED, RUNNING, CANCELLING)
+PRIVATE, SHARED = "private", "shared"
+VISIBILITIES = (PRIVATE, SHARED)
 
 metadata = MetaData()
 
@@ -80,6 +85,8 @@ models = Table(
     Column("onnx_uri", Text, nullable=False),
     Column("onnx_sha256", String(64), nullable=False),
     Column("created_at", DateTime, nullable=False),
+    # "private": only the owner of its job (and admins) see it; "shared": every sample key.
+    Column("visibility", String(16), nullable=False, server_default=PRIVATE),
 )
 
 job_events = Table(
@@ -93,6 +100,15 @@ job_events = Table(
     Column("losses", JSON, nullable=False),
     Column("metrics", JSON, nullable=False),
     Column("created_at", DateTime, nullable=False),
+)
+
+# One row per job owner, locked by every submission of that owner: the count of its active
+# jobs and the insert of a new one are then one atomic step (MAX_QUEUED_JOBS_PER_KEY).
+owner_locks = Table(
+    "owner_locks",
+    metadata,
+    Column("owner", String(255), primary_key=True),
+    Column("submissions", Integer, nullable=False, default=0),
 )
 
 datasets = Table(
@@ -157,6 +173,14 @@ def make_engine(url: str) -> Engine:
     return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10)
 
 
+class QuotaExceeded(Exception):
+    """create_job: the owner already has `active` queued or running jobs."""
+
+    def __init__(self, active: int) -> None:
+        super().__init__(f"{active} active jobs")
+        self.active = active
+
+
 @dataclass(frozen=True)
 class Reaped:
     requeued: list[str]  # lease expired: back to queued, to be re-sent
@@ -177,10 +201,28 @@ class Records:
         for attempt in range(3):
             try:
                 metadata.create_all(self.engine)
+                self._add_missing_columns()
                 return
             except (IntegrityError, DBAPIError):
                 if attempt == 2:
                     raise
+
+    def _add_missing_columns(self) -> None:
+        """Columns added since a database was created (ALTER TABLE ADD COLUMN with their
+        server default), so that an existing var/gan.db keeps working."""
+        existing = inspect(self.engine)
+        for table in metadata.sorted_tables:
+            have = {c["name"] for c in existing.get_columns(table.name)}
+            for column in table.columns:
+                if column.name in have:
+                    continue
+                kind = column.type.compile(dialect=self.engine.dialect)
+                default = column.server_default.arg if column.server_default is not None else None
+                ddl = f'ALTER TABLE {table.name} ADD COLUMN "{column.name}" {kind}'
+                if default is not None:
+                    ddl += f" NOT NULL DEFAULT '{default}'"
+                with self._tx() as conn:
+                    conn.execute(text(ddl))
 
     def dispose(self) -> None:
         self.engine.dispose()
@@ -199,16 +241,33 @@ class Records:
         *,
         idempotency_key: str | None = None,
         owner: str | None = None,
+        max_active: int | None = None,
     ) -> tuple[dict[str, Any], bool]:
-        """(job, created). With an idempotency key already used, the existing job."""
+        """(job, created). With an idempotency key already used, the existing job.
+
+        `max_active`: raise QuotaExceeded when `owner` already has that many queued, running or
+        cancelling jobs. Checked and inserted in one transaction that holds the owner's lock
+        row, so concurrent submissions of one owner cannot all pass the check."""
         if idempotency_key is not None:
             existing = self.job_by_idempotency_key(idempotency_key)
             if existing is not None:
                 return existing, False
         job_id = str(uuid.uuid4())
         now = utcnow()
+        if max_active is not None and owner is not None:
+            self._ensure_owner_lock(owner)
         try:
             with self._tx() as conn:
+                if max_active is not None and owner is not None:
+                    # The first statement writes: it takes the lock (SQLite's write lock, a
+                    # PostgreSQL row lock) before anything is read.
+                    conn.execute(update(owner_locks).where(owner_locks.c.owner == owner)
+                                 .values(submissions=owner_locks.c.submissions + 1))
+                    active = int(conn.execute(
+                        select(func.count()).select_from(jobs).where(
+                            jobs.c.owner == owner, jobs.c.status.in_(ACTIVE))).scalar_one())
+                    if active >= max_active:
+                        raise QuotaExceeded(active)
                 conn.execute(
                     insert(jobs).values(
                         id=job_id,
@@ -234,6 +293,17 @@ class Records:
         job = self.get_job(job_id)
         assert job is not None
         return job, True
+
+    def _ensure_owner_lock(self, owner: str) -> None:
+        with self._tx() as conn:
+            if conn.execute(select(owner_locks.c.owner).where(
+                    owner_locks.c.owner == owner)).first() is not None:
+                return
+        try:
+            with self._tx() as conn:
+                conn.execute(insert(owner_locks).values(owner=owner, submissions=0))
+        except IntegrityError:
+            pass  # a concurrent submission made it
 
     def job_by_idempotency_key(self, key: str) -> dict[str, Any] | None:
         with self.engine.connect() as conn:
@@ -297,6 +367,19 @@ class Records:
         )
         with self.engine.connect() as conn:
             return [r for r in (_row(m) for m in conn.execute(query).mappings()) if r]
+
+    def progress_curve(self, job_id: str) -> list[dict]:
+        """Every progress event of a job, one per step (a step logged again after a resume:
+        its latest event), in step order."""
+        by_step: dict[int, dict] = {}
+        after = 0
+        while True:
+            events = self.events_since(job_id, after, limit=1000)
+            for ev in events:
+                by_step[int(ev["step"])] = ev
+            if len(events) < 1000:
+                return [by_step[s] for s in sorted(by_step)]
+            after = events[-1]["id"]
 
     # --- jobs: the worker's side -------------------------------------------------------------
 
@@ -537,18 +620,38 @@ class Records:
 
     # --- models --------------------------------------------------------------------------------
 
+    # A model belongs to the owner of the job that made it (`owner` in the rows below).
+    _models_with_owner = select(models, jobs.c.owner).join(jobs, models.c.job_id == jobs.c.id)
+
     def get_model(self, model_id: str) -> dict[str, Any] | None:
         with self.engine.connect() as conn:
-            row = conn.execute(select(models).where(models.c.id == model_id)).mappings().first()
-            return _row(row)
+            row = conn.execute(self._models_with_owner.where(models.c.id == model_id))
+            return _row(row.mappings().first())
 
-    def list_models(self, *, limit: int = 50, offset: int = 0) -> tuple[list[dict], int]:
-        query = select(models).order_by(models.c.created_at.desc(), models.c.id)
+    def list_models(self, *, visible_to: str | None = None, everyone: bool = True,
+                    limit: int = 50, offset: int = 0) -> tuple[list[dict], int]:
+        """Newest first. everyone False: only the models of owner `visible_to` and the shared
+        ones."""
+        where = None
+        if not everyone:
+            where = or_(models.c.visibility == SHARED,
+                        and_(jobs.c.owner.is_not(None), jobs.c.owner == visible_to))
+        query = self._models_with_owner.order_by(models.c.created_at.desc(), models.c.id)
+        count = select(func.count()).select_from(models.join(jobs, models.c.job_id == jobs.c.id))
+        if where is not None:
+            query, count = query.where(where), count.where(where)
         with self.engine.connect() as conn:
             rows = conn.execute(query.limit(limit).offset(offset)).mappings()
             items = [r for r in (_row(m) for m in rows) if r]
-            total = int(conn.execute(select(func.count()).select_from(models)).scalar_one())
+            total = int(conn.execute(count).scalar_one())
         return items, total
+
+    def set_model_visibility(self, model_id: str, visibility: str) -> dict[str, Any] | None:
+        assert visibility in VISIBILITIES
+        with self._tx() as conn:
+            conn.execute(update(models).where(models.c.id == model_id)
+                         .values(visibility=visibility))
+        return self.get_model(model_id)
 
     # --- uploaded data sets ------------------------------------------------------------------
 

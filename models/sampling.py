@@ -15,8 +15,9 @@ import csv
 import io
 import json
 import threading
+import time
 from collections import OrderedDict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -47,6 +48,14 @@ MEDIA_TYPES: dict[str, str] = {
 
 class SamplingError(ValueError):
     """A request the model cannot serve (wrong conditions, bad n): a client error."""
+
+
+class NotAcceptable(SamplingError):
+    """No format the client accepts (its Accept header) can be produced: HTTP 406."""
+
+
+class SamplingTimeout(Exception):
+    """The deadline passed between two chunks: the work stopped there (HTTP 503)."""
 
 
 class UnknownCategory(SamplingError):
@@ -187,10 +196,13 @@ def draw_noise(seed: int, n: int, latent_dim: int) -> np.ndarray:
 
 
 def sample(
-    model: LoadedModel, n: int, seed: int, conditions: np.ndarray | None = None
+    model: LoadedModel, n: int, seed: int, conditions: np.ndarray | None = None,
+    deadline: float | None = None,
 ) -> np.ndarray:
     """n samples [n, F] float32. `conditions`: [n, C] physical values, or None (unconditional
-    models only)."""
+    models only). `deadline` (time.monotonic()): SamplingTimeout when it has passed before a
+    chunk, so a request that outlives its time limit stops working instead of finishing
+    unseen."""
     if n < 1:
         raise SamplingError("n must be at least 1")
     c = len(model.condition_names)
@@ -214,6 +226,8 @@ def sample(
     z = draw_noise(seed, n, model.latent_dim)
     out = np.empty((n, len(model.feature_names)), dtype=np.float32)
     for start in range(0, n, CHUNK_ROWS):
+        if deadline is not None and time.monotonic() > deadline:
+            raise SamplingTimeout(f"stopped after {start} of {n} rows: the time limit passed")
         stop = min(start + CHUNK_ROWS, n)
         feeds = {"z": z[start:stop]}
         if c:
@@ -261,29 +275,74 @@ class ModelCache:
 
 
 def choose_format(fmt: str | None, accept: str | None) -> str:
-    """The `format` query parameter wins; else the first Accept media type understood; else
-    json."""
+    """The `format` query parameter wins; else the Accept header's most preferred media type
+    that is understood (q=0 means "not this one"; `*/*` and `application/*` take json); no
+    Accept header: json. NotAcceptable when the header names only types not produced here."""
     if fmt:
         fmt = fmt.lower()
         if fmt not in FORMATS:
             raise SamplingError(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
         return fmt
-    if accept:
-        ranked = []
-        for i, part in enumerate(accept.split(",")):
-            media, *params = [p.strip() for p in part.split(";")]
-            q = 1.0
-            for param in params:
-                if param.startswith("q="):
-                    try:
-                        q = float(param[2:])
-                    except ValueError:
-                        q = 0.0
+    if not accept or not accept.strip():
+        return "json"
+    ranked = []
+    for i, part in enumerate(accept.split(",")):
+        media, *params = [p.strip() for p in part.split(";")]
+        q = 1.0
+        for param in params:
+            if param.replace(" ", "").startswith("q="):
+                try:
+                    q = float(param.split("=", 1)[1])
+                except ValueError:
+                    q = 0.0
+        if q > 0 and media:
             ranked.append((-q, i, media.lower()))
-        for _, _, media in sorted(ranked):
-            if media in MEDIA_TYPES:
-                return MEDIA_TYPES[media]
-    return "json"
+    for _, _, media in sorted(ranked):
+        if media in MEDIA_TYPES:
+            return MEDIA_TYPES[media]
+        if media in ("*/*", "application/*"):
+            return "json"
+        if media == "text/*":
+            return "csv"
+    raise NotAcceptable(f"none of the accepted media types ({accept[:200]}) can be produced; "
+                        f"samples come as {', '.join(sorted(set(FORMATS.values())))}")
+
+
+# A spreadsheet reads a cell that starts with one of these as a formula (CSV injection).
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_safe(name: str) -> str:
+    """A column name as a CSV cell that no spreadsheet runs: a leading formula character gets
+    a single quote before it (OWASP's advice). The data cells are numbers, never text."""
+    return "'" + name if name.startswith(_FORMULA_START) else name
+
+
+STREAM_ROWS = 16_384  # rows encoded per piece of a streamed answer
+
+
+def encode_chunks(samples: np.ndarray, columns: Sequence[str], fmt: str,
+                  rows: int = STREAM_ROWS) -> Iterator[bytes]:
+    """The bytes of `encode(samples, columns, fmt)`, in pieces of `rows` rows: a large answer
+    is streamed without its whole text in memory."""
+    if fmt == "json":
+        yield b'{"columns":' + json.dumps(list(columns), separators=(",", ":")).encode()
+        yield b',"data":['
+        for start in range(0, len(samples), rows):
+            piece = samples[start:start + rows].astype(np.float64).tolist()
+            text = json.dumps(piece, separators=(",", ":"), allow_nan=False)[1:-1]
+            yield (b"," if start else b"") + text.encode()
+        yield b"]}"
+    elif fmt == "csv":
+        buf = io.StringIO()
+        csv.writer(buf, lineterminator="\n").writerow([csv_safe(c) for c in columns])
+        yield buf.getvalue().encode()
+        for start in range(0, len(samples), rows):
+            buf = io.StringIO()
+            np.savetxt(buf, samples[start:start + rows], fmt="%.9g", delimiter=",")
+            yield buf.getvalue().encode()
+    else:
+        yield encode(samples, columns, fmt)
 
 
 def encode(samples: np.ndarray, columns: Sequence[str], fmt: str) -> bytes:
@@ -294,7 +353,7 @@ def encode(samples: np.ndarray, columns: Sequence[str], fmt: str) -> bytes:
     if fmt == "csv":
         buf = io.StringIO()
         writer = csv.writer(buf, lineterminator="\n")
-        writer.writerow(columns)
+        writer.writerow([csv_safe(c) for c in columns])
         # 9 significant digits read back to the same float32.
         np.savetxt(buf, samples, fmt="%.9g", delimiter=",")
         return buf.getvalue().encode()

@@ -58,6 +58,14 @@ class Settings(BaseSettings):
     MAX_TRAINING_STEPS: int = Field(1_000_000, ge=1)  # training.steps above this: 422
     MAX_JOB_SECONDS: float | None = Field(None, gt=0)  # training wall time; then failed
     REQUEST_TIMEOUT_SECONDS: float = Field(60.0, gt=0)  # non-streaming requests; then 503
+    # Rows being sampled at once, in all (503 beyond) and by one API key (429 beyond), with
+    # Retry-After: a request that would exceed them is refused at once, not queued, so small
+    # requests and /healthz stay fast under a flood of large ones. A request alone always runs.
+    MAX_SAMPLING_ROWS_IN_FLIGHT: int = Field(4_000_000, ge=1)
+    MAX_SAMPLING_ROWS_PER_KEY: int = Field(2_000_000, ge=1)
+    MAX_EVENT_STREAMS_PER_KEY: int = Field(20, ge=1)  # open SSE streams of one key; then 429
+    # With API keys configured, /docs, /redoc and /openapi.json need a key unless this is set.
+    PUBLIC_DOCS: bool = False
 
     # --- access control -----------------------------------------------------------------------
     # "name:scope+scope:sha256hex-of-the-key" entries (python -m service.auth NAME SCOPES).

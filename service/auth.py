@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import secrets
 import sys
 from dataclasses import dataclass
@@ -30,6 +31,7 @@ from models.settings import Settings
 from service.problems import Problem
 
 SCOPES = frozenset({"train", "sample", "admin"})
+log = logging.getLogger("service.auth")
 
 bearer = HTTPBearer(auto_error=False, description="An API key from API_KEYS")
 
@@ -141,8 +143,14 @@ def require(scope: str):  # type: ignore[no-untyped-def]
 
 
 def principal_of(request: Request) -> Principal:
-    """The Principal set by the router's `require` dependency."""
-    return getattr(request.state, "principal", ANONYMOUS)
+    """The Principal set by the router's `require` dependency. A route whose router checked
+    no scope fails closed (500, logged) rather than treating the caller as an admin."""
+    principal = getattr(request.state, "principal", None)
+    if principal is None:
+        log.error("no scope check ran for %s %s: refused", request.method, request.url.path)
+        raise Problem(500, "this route checks no API key scope; refused (a bug: see the log)",
+                      title="Internal Server Error", type="no-scope-check")
+    return principal
 
 
 PrincipalDep = Annotated[Principal, Depends(principal_of)]

@@ -11,6 +11,7 @@ from models.artifacts import ArtifactStore
 from models.records import Records
 from models.sampling import ModelCache
 from models.settings import Settings
+from service.samples import RowsInFlight
 from service.state import Services
 
 
@@ -41,8 +42,13 @@ def get_cache(services: ServicesDep) -> ModelCache:
     return services.cache
 
 
+def get_rows(services: ServicesDep) -> RowsInFlight:
+    return services.rows
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
 RecordsDep = Annotated[Records, Depends(get_records)]
 StoreDep = Annotated[ArtifactStore, Depends(get_store)]
 SenderDep = Annotated[Celery, Depends(get_sender)]
 CacheDep = Annotated[ModelCache, Depends(get_cache)]
+RowsDep = Annotated[RowsInFlight, Depends(get_rows)]

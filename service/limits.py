@@ -1,8 +1,9 @@
 """Request limits as pure ASGI middleware: the body size (413) and a time limit (503).
 
-Uploads (`POST /v1/datasets`) have their own, larger limit (MAX_UPLOAD_BYTES, enforced while
-streaming in the router); every other body is capped by MAX_BODY_BYTES, both by its
-Content-Length and by counting the bytes actually received (a chunked body has no length).
+Uploads (`POST /v1/datasets`) have their own, larger limit (MAX_UPLOAD_BYTES); every other body
+is capped by MAX_BODY_BYTES. Both are checked by Content-Length first and by counting the bytes
+as they arrive (a chunked body has no length): an upload is cut at its limit while it streams,
+before the multipart parser has spooled more than that.
 Server-sent event streams are exempt from the time limit.
 """
 
@@ -12,6 +13,7 @@ import asyncio
 import json
 from typing import Any
 
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from models.settings import Settings
@@ -28,6 +30,30 @@ async def _send_problem(send: Send, status: int, title: str, detail: str,
     raw += [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
     await send({"type": "http.response.start", "status": status, "headers": raw})
     await send({"type": "http.response.body", "body": body})
+
+
+class BodyTooLarge(StarletteHTTPException):
+    """Raised from `receive` once a streamed body passes its limit: the multipart parser stops
+    there, so at most the limit is spooled, and the client gets a 413."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(413, detail)
+
+
+def _counting(receive: Receive, limit: int, detail: str) -> Receive:
+    """`receive`, counting the body bytes as they arrive (a chunked upload has no length)."""
+    received = 0
+
+    async def counted() -> Message:
+        nonlocal received
+        message = await receive()
+        if message["type"] == "http.request":
+            received += len(message.get("body", b""))
+            if received > limit:
+                raise BodyTooLarge(detail)
+        return message
+
+    return counted
 
 
 class LimitsMiddleware:
@@ -86,7 +112,7 @@ class LimitsMiddleware:
 
             receive_next: Receive = replay
         else:
-            receive_next = receive
+            receive_next = _counting(receive, limit, too_large)
         started = False
 
         async def tracking_send(message: Message) -> None:

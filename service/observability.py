@@ -184,6 +184,21 @@ def _worker_reachable(services: Any) -> str | None:
     return None if replies else "no worker answered a ping within 1 s"
 
 
+def _artifact_store_check(store: Any) -> str:
+    """"ok" when the artifact store can be written and read back (a small probe object)."""
+    import io
+
+    key = "_readyz/probe"
+    try:
+        store.put_stream(io.BytesIO(b"ok"), key)
+        with store.open(key) as f:
+            if f.read() != b"ok":
+                return "unreadable: the probe came back different"
+        return "ok"
+    except Exception as exc:
+        return f"unreachable: {type(exc).__name__}"
+
+
 def _database_down(exc: Exception) -> bool:
     if isinstance(exc, sa_exc.TimeoutError):  # the connection pool is exhausted or stuck
         return True
@@ -216,7 +231,8 @@ def install(app: Any) -> None:
 
     @router.get("/readyz")
     def readyz(request: Request) -> JSONResponse:
-        """200 when the database, the broker and at least one worker answer; else 503."""
+        """200 when the database, the broker, the artifact store and at least one worker
+        answer; else 503 naming the parts that do not (never a driver's raw message)."""
         services = request.app.state.services
         checks: dict[str, str] = {}
         try:
@@ -234,6 +250,7 @@ def install(app: Any) -> None:
                 checks["broker"] = "ok"
             except Exception as exc:
                 checks["broker"] = f"unreachable: {type(exc).__name__}"
+        checks["artifacts"] = _artifact_store_check(services.store)
         if checks["database"] == "ok" and checks["broker"] == "ok":
             try:
                 checks["worker"] = _worker_reachable(services) or "ok"

@@ -15,6 +15,12 @@ log = logging.getLogger("service")
 
 MEDIA_TYPE = "application/problem+json"
 TYPE_BASE = "urn:gan-service:problem:"
+# A message that quotes the client's input is cut here: a 100 KB value is not echoed back.
+MAX_ECHO = 500
+
+
+def cut(text: str, limit: int = MAX_ECHO) -> str:
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text) - limit} more characters)"
 
 
 class Problem(Exception):
@@ -77,11 +83,12 @@ def problem_response(
         "status": status,
     }
     if detail:
-        body["detail"] = detail
+        body["detail"] = cut(detail, 4 * MAX_ECHO)
     if instance:
         body["instance"] = instance
     if errors is not None:
-        body["errors"] = errors
+        body["errors"] = [{k: cut(v) if isinstance(v, str) else v for k, v in e.items()}
+                          for e in errors[:50]]
     body.update(extensions or {})
     return JSONResponse(body, status_code=status, media_type=MEDIA_TYPE, headers=headers)
 
@@ -92,8 +99,9 @@ def _clean_validation_errors(exc: RequestValidationError) -> list[dict[str, Any]
         loc = list(err.get("loc", ()))
         # pydantic puts the union member's tag in the path ('objective', 'wgan-gp', 'gp_lambda'):
         # keep it, it tells which variant was being checked.
-        errors.append({"loc": loc, "field": _field(loc), "msg": err.get("msg", ""),
-                       "type": err.get("type", "")})
+        loc = [cut(p, 100) if isinstance(p, str) else p for p in loc]
+        errors.append({"loc": loc, "field": cut(_field(loc), 200),
+                       "msg": cut(str(err.get("msg", ""))), "type": err.get("type", "")})
     return errors
 
 

@@ -82,6 +82,9 @@ class ModelOut(BaseModel):
     provider: str | None = Field(
         None, description="the ONNX Runtime execution provider that serves samples"
     )
+    owner: str | None = Field(None, description="the API key that trained it (its job's owner)")
+    visibility: Literal["private", "shared"] = Field(
+        "private", description="private: its owner's (and admins'); shared: every sample key's")
 
     @classmethod
     def from_row(cls, row: dict[str, Any], provider: str | None) -> ModelOut:
@@ -106,7 +109,15 @@ class ModelOut(BaseModel):
             export_max_abs_error=meta.get("export_max_abs_error"),
             training_device=meta.get("training_device"),
             provider=provider,
+            owner=row.get("owner"),
+            visibility=row.get("visibility") or "private",
         )
+
+
+class ModelUpdate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    visibility: Literal["private", "shared"]
 
 
 class ModelList(BaseModel):

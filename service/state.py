@@ -12,6 +12,8 @@ from models.records import Records
 from models.sampling import ModelCache
 from models.settings import Settings
 from service.celery_client import make_sender
+from service.events import EventHub
+from service.samples import RowsInFlight
 
 
 @dataclass
@@ -21,15 +23,21 @@ class Services:
     store: ArtifactStore
     sender: Celery
     cache: ModelCache
+    rows: RowsInFlight  # the sampling rows in flight (MAX_SAMPLING_ROWS_*)
+    events: EventHub  # one poller per watched job for the event streams
 
     @classmethod
     def create(cls, settings: Settings) -> Services:
+        records = Records(settings.DATABASE_URL)
         return cls(
             settings=settings,
-            records=Records(settings.DATABASE_URL),
+            records=records,
             store=ArtifactStore(settings.ARTIFACT_ROOT, cache_dir=Path(settings.WORK_ROOT) / "cache"),
             sender=make_sender(settings),
             cache=ModelCache(settings.MODEL_CACHE_SIZE),
+            rows=RowsInFlight(settings.MAX_SAMPLING_ROWS_IN_FLIGHT,
+                              settings.MAX_SAMPLING_ROWS_PER_KEY),
+            events=EventHub(records, per_key=settings.MAX_EVENT_STREAMS_PER_KEY),
         )
 
     def close(self) -> None:

@@ -11,16 +11,14 @@ from fastapi.responses import FileResponse, JSONResponse
 from models.report_store import PLOT_NAME, plot_key
 from service.auth import PrincipalDep
 from service.deps import RecordsDep, StoreDep
+from service.ownership import visible_job, visible_model
 from service.problems import not_found
-from service.routers.jobs import visible_job
 
 router = APIRouter(tags=["reports"])
 
 
-def _report(records: RecordsDep, model_id: str) -> dict[str, Any]:
-    row = records.get_model(model_id)
-    if row is None:
-        raise not_found("model", model_id)
+def _report(records: RecordsDep, model_id: str, principal: PrincipalDep) -> dict[str, Any]:
+    row = visible_model(records, model_id, principal)
     report = (row["metadata"] or {}).get("report")
     if not report:
         raise not_found("report of model", model_id)
@@ -28,12 +26,12 @@ def _report(records: RecordsDep, model_id: str) -> dict[str, Any]:
 
 
 @router.get("/v1/models/{model_id}/report")
-def get_report(model_id: str, records: RecordsDep) -> JSONResponse:
+def get_report(model_id: str, records: RecordsDep, principal: PrincipalDep) -> JSONResponse:
     """The quality report computed by the worker at the end of training, on the held-out rows:
     per-feature W1 / KS / means / stds, correlation difference, energy distance, classifier
     two-sample AUC, per-condition bins, mode coverage or image measures, and `plots` (names for
     `/v1/models/{id}/plots/{name}.png`)."""
-    report = _report(records, model_id)
+    report = _report(records, model_id, principal)
     body = {**report, "plot_urls": {name: f"/v1/models/{model_id}/plots/{name}.png"
                                     for name in report.get("plots", [])}}
     return JSONResponse(body)
@@ -41,34 +39,29 @@ def get_report(model_id: str, records: RecordsDep) -> JSONResponse:
 
 @router.get("/v1/models/{model_id}/plots/{name}.png", response_class=FileResponse,
             responses={200: {"content": {"image/png": {}}}})
-def get_plot(model_id: str, name: str, records: RecordsDep, store: StoreDep) -> FileResponse:
+def get_plot(model_id: str, name: str, records: RecordsDep, store: StoreDep,
+             principal: PrincipalDep) -> FileResponse:
     """One PNG of the report (`plots` in the report lists the names)."""
-    report = _report(records, model_id)
+    report = _report(records, model_id, principal)
     if not PLOT_NAME.match(name) or name not in report.get("plots", []):
         raise not_found("plot", f"{model_id}/{name}")
     path = store.local_path(plot_key(model_id, name))
     return FileResponse(path, media_type="image/png",
-                        headers={"Cache-Control": "public, max-age=86400"})
+                        headers={"Cache-Control": "private, max-age=86400"})
 
 
-@router.get("/v1/jobs/{job_id}/metrics")
+# The training curve belongs with the job: it needs the `train` scope, as GET /v1/jobs/{id}.
+job_router = APIRouter(tags=["reports"])
+
+
+@job_router.get("/v1/jobs/{job_id}/metrics")
 def get_job_metrics(job_id: str, records: RecordsDep, principal: PrincipalDep) -> JSONResponse:
     """The whole progress curve: one point per logged step (step, losses, metrics such as
-    referee_auc, steps_per_second and eta_seconds). A step logged again after a resume keeps
-    its latest value."""
+    referee_auc, validation_swd, steps_per_second and eta_seconds). A step logged again after a
+    resume keeps its latest value."""
     visible_job(records, job_id, principal)  # 404 for another key's job, as GET /v1/jobs/{id}
-    by_step: dict[int, dict] = {}
-    after = 0
-    while True:
-        events = records.events_since(job_id, after, limit=1000)
-        for ev in events:
-            by_step[int(ev["step"])] = {
-                "step": ev["step"], "total_steps": ev["total_steps"], "losses": ev["losses"],
-                "metrics": ev["metrics"], "attempt": ev["attempt"],
-                "time": ev["created_at"].isoformat() if ev.get("created_at") else None,
-            }
-            after = ev["id"]
-        if len(events) < 1000:
-            break
-    points = [by_step[s] for s in sorted(by_step)]
+    points = [{"step": ev["step"], "total_steps": ev["total_steps"], "losses": ev["losses"],
+               "metrics": ev["metrics"], "attempt": ev["attempt"],
+               "time": ev["created_at"].isoformat() if ev.get("created_at") else None}
+              for ev in records.progress_curve(job_id)]
     return JSONResponse({"job_id": job_id, "points": points})

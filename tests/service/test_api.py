@@ -55,8 +55,10 @@ def client(settings: Settings) -> Iterator[TestClient]:
         yield c
 
 
-def register_model(settings: Settings, tmp_path: Path, conditions: tuple[str, ...] = ()) -> str:
-    """Store an ONNX file and register it the way the worker does."""
+def register_model(settings: Settings, tmp_path: Path, conditions: tuple[str, ...] = (),
+                   owner: str | None = None) -> str:
+    """Store an ONNX file and register it the way the worker does, as a model of a job that
+    `owner` (an API key's name; None: auth off) submitted."""
     onnx_path = make_linear_onnx(
         tmp_path / f"gen-{uuid.uuid4().hex[:6]}.onnx", latent_dim=3, features=("x", "y"),
         conditions=conditions,
@@ -65,7 +67,7 @@ def register_model(settings: Settings, tmp_path: Path, conditions: tuple[str, ..
     )
     records = Records(settings.DATABASE_URL)
     store = ArtifactStore(settings.ARTIFACT_ROOT)
-    job, _ = records.create_job(FAST_SPEC, "h" * 64)
+    job, _ = records.create_job(FAST_SPEC, "h" * 64, owner=owner)
     token = "test-worker"
     assert records.claim(job["id"], token, 60, 3) is not None
     model_id = str(uuid.uuid4())

@@ -98,7 +98,7 @@ def test_idempotency_key_of_another_owner_does_not_leak(client: TestClient) -> N
 
 def test_models_readable_with_the_sample_scope(client: TestClient, settings: Settings,
                                                tmp_path: Path) -> None:
-    model_id = register_model(settings, tmp_path)
+    model_id = register_model(settings, tmp_path, owner="sampler")
     assert client.get(f"/v1/models/{model_id}/samples?n=3").status_code == 401
     r = client.get(f"/v1/models/{model_id}/samples?n=3&seed=1", headers=auth("sampler"))
     assert r.status_code == 200 and len(r.json()["data"]) == 3

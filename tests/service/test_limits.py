@@ -64,7 +64,7 @@ def test_upload_too_large(client: TestClient) -> None:
 
 
 def test_n_per_sampling_request(client: TestClient, settings: Settings, tmp_path: Path) -> None:
-    model_id = register_model(settings, tmp_path)
+    model_id = register_model(settings, tmp_path, owner="lim")
     _problem(client.get(f"/v1/models/{model_id}/samples?n=101", headers=H), 422,
              "MAX_SAMPLES_PER_REQUEST")
     assert client.get(f"/v1/models/{model_id}/samples?n=100", headers=H).status_code == 200

@@ -18,6 +18,7 @@ pytestmark = pytest.mark.integration
 @pytest.mark.skipif(not redis_up(), reason="no Redis on loopback")
 def test_load_smoke(tmp_path: Path) -> None:
     r = subprocess.run([sys.executable, "bench/load.py", "--duration", "5", "--clients", "5",
+                        "--oversize-clients", "1", "--max-rows", "100000",
                         "--submit-every", "1", "--max-requests", "5000", "--out", str(tmp_path)],
                        cwd=ROOT, capture_output=True, text=True, timeout=240)
     assert r.returncode == 0, r.stdout + r.stderr
@@ -26,4 +27,6 @@ def test_load_smoke(tmp_path: Path) -> None:
     assert report["total_5xx"] == 0, report
     assert report["sample"]["requests"] > 0 and report["sample"]["p99_ms"] is not None
     assert report["submit"]["status"].get("202", 0) >= 1
+    assert report["oversize"]["status"].get("422", 0) >= 1  # n above the maximum
+    assert report["healthz"]["requests"] > 10 and report["healthz"]["5xx"] == 0
     assert "p99" in r.stdout

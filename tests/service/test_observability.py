@@ -23,7 +23,7 @@ KEYS = [f"root:admin:{hash_key(ADMIN)}", f"u:train+sample:{hash_key(USER)}"]
 
 def test_metrics(tmp_path: Path) -> None:
     settings = make_settings(tmp_path, f"sqlite:///{tmp_path}/m.db", API_KEYS=KEYS)
-    model_id = register_model(settings, tmp_path)
+    model_id = register_model(settings, tmp_path, owner="u")
     with TestClient(create_app(settings)) as c:
         user = {"Authorization": f"Bearer {USER}"}
         assert c.post("/v1/jobs", json=FAST_SPEC, headers=user).status_code == 202

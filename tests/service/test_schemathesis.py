@@ -24,7 +24,9 @@ _settings = make_settings(_tmp, f"sqlite:///{_tmp}/st.db", API_KEYS=[f"st:admin:
                           MAX_SAMPLES_PER_REQUEST=2000, REQUEST_TIMEOUT_SECONDS=20)
 app = create_app(_settings)
 # /readyz answers 503 by design here (no broker, no worker): tested in test_observability.
-schema = schemathesis.openapi.from_asgi("/openapi.json", app).exclude(path="/readyz")
+# The schema itself needs a key, as every route does when keys are configured.
+schema = schemathesis.openapi.from_asgi(
+    "/openapi.json", app, headers={"Authorization": f"Bearer {KEY}"}).exclude(path="/readyz")
 
 # The SSE stream of an existing job never ends by itself; generated ids name no job (404).
 MAX_EXAMPLES = 12
