@@ -13,11 +13,19 @@ import hashlib
 import json
 from typing import Annotated, Any, ClassVar, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, Strict, field_validator, model_validator
+
+# Numbers in a spec are numbers: `"steps": true` or `"steps": 5.5` is refused, not read as 1 or
+# 5, and every float is finite (JSON's Infinity and NaN are refused, _Strict).
+Int = Annotated[int, Strict()]
+Float = Annotated[float, Strict()]
+# Upper bounds: far above any sensible value, low enough that no float overflows in training.
+MAX_LR = 10.0
+MAX_PENALTY = 1e6
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -133,7 +141,7 @@ class WGANParams(_ObjectiveParams):
     """WGAN with weight clipping (Arjovsky et al. 2017): every critic weight in [-clip, clip]."""
 
     name: Literal["wgan"]
-    clip: float | None = Field(None, gt=0)
+    clip: Float | None = Field(None, gt=0, le=1e3)
     recipes: ClassVar[dict[str, Recipe]] = {
         "default": _default("validated on the toy sets: RMSProp 5e-4 (momentum-free, as the "
                             "paper advises for clipping), n_critic 5, linear decay, EMA",
@@ -149,7 +157,7 @@ class WGANGPParams(_ObjectiveParams):
     """WGAN-GP (Gulrajani et al. 2017); `one_sided` penalises only norms above 1."""
 
     name: Literal["wgan-gp"]
-    gp_lambda: float | None = Field(None, ge=0)
+    gp_lambda: Float | None = Field(None, ge=0, le=MAX_PENALTY)
     one_sided: bool = False
     recipes: ClassVar[dict[str, Recipe]] = {
         "default": _default("validated on the toy sets: gp_lambda 1, n_critic 2, Adam 1e-3 "
@@ -166,8 +174,8 @@ class CramerParams(_ObjectiveParams):
     """Cramér GAN (Bellemare et al. 2017, Algorithm 1); the critic maps to R^feature_dim."""
 
     name: Literal["cramer"]
-    gp_lambda: float | None = Field(None, ge=0)
-    feature_dim: int = Field(256, ge=1, le=4096)
+    gp_lambda: Float | None = Field(None, ge=0, le=MAX_PENALTY)
+    feature_dim: Int = Field(256, ge=1, le=4096)
     recipes: ClassVar[dict[str, Recipe]] = {
         "default": _default("validated on the toy sets: gp_lambda 0.01, one critic step at "
                             "twice the generator's lr, linear lr decay, EMA",
@@ -231,13 +239,13 @@ class NetSpec(_Strict):
     """One network. MLPs use `width` x `depth` hidden layers (resmlp: `depth` residual blocks);
     dcgan uses `channels` feature maps at the finest resolution."""
 
-    width: int = Field(128, ge=1, le=8192)
-    depth: int = Field(3, ge=1, le=64)
-    channels: int = Field(64, ge=1, le=1024)
+    width: Int = Field(128, ge=1, le=8192)
+    depth: Int = Field(3, ge=1, le=64)
+    channels: Int = Field(64, ge=1, le=1024)
     activation: Activation = "relu"
     # null: "batch" in the dcgan generator (as in the DCGAN paper), "none" everywhere else.
     norm: Norm | None = None
-    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    dropout: Float = Field(0.0, ge=0.0, lt=1.0)
 
 
 class CriticSpec(NetSpec):
@@ -250,7 +258,7 @@ class CriticSpec(NetSpec):
 class ArchitectureSpec(_Strict):
     name: Literal["mlp", "resmlp", "dcgan"] = "mlp"
     # null: fixed when the data are loaded (auto_latent_dim); the model's metadata says which.
-    latent_dim: int | None = Field(None, ge=1, le=4096)
+    latent_dim: Int | None = Field(None, ge=1, le=4096)
     generator: NetSpec = Field(default_factory=NetSpec)
     critic: CriticSpec = Field(default_factory=CriticSpec)
 
@@ -293,14 +301,14 @@ class DatasetSpec(_Strict):
     # null: "minmax" (to [-1, 1], the range of a tanh output) for dcgan, "standard" otherwise.
     preprocessing: Literal["standard", "quantile", "minmax", "none"] | None = None
     table: str | None = None
-    max_rows: int | None = Field(None, ge=1)
+    max_rows: Int | None = Field(None, ge=1, lt=2**63)
     # Share of the training rows (after the holdout) kept out of the gradient steps to choose
     # the exported weights and to stop early (training.validate_every); seeded by
     # training.seed. 0: no validation split.
-    validation_fraction: float = Field(0.1, ge=0.0, lt=0.5)
+    validation_fraction: Float = Field(0.1, ge=0.0, lt=0.5)
     # Share of the rows held out of training for the quality report (deterministic by
     # training.seed); 0: none held out, the report then compares with the training rows.
-    holdout_fraction: float = Field(0.2, ge=0.0, lt=1.0)
+    holdout_fraction: Float = Field(0.2, ge=0.0, lt=1.0)
 
     @field_validator("uri")
     @classmethod
@@ -349,35 +357,35 @@ class TrainingSpec(_Strict):
     published settings); a field the spec sets overrides the recipe."""
 
     recipe: Literal["default", "paper"] = "default"
-    steps: int = Field(5000, ge=1, le=10_000_000)
-    batch_size: int | None = Field(None, ge=2, le=1_000_000)
-    n_critic: int | None = Field(None, ge=1, le=100)
-    lr_g: float | None = Field(None, gt=0)
-    lr_d: float | None = Field(None, gt=0)
-    betas: tuple[float, float] | None = None
-    momentum: float | None = Field(None, ge=0, lt=1)
+    steps: Int = Field(5000, ge=1, le=10_000_000)
+    batch_size: Int | None = Field(None, ge=2, le=1_000_000)
+    n_critic: Int | None = Field(None, ge=1, le=100)
+    lr_g: Float | None = Field(None, gt=0, le=MAX_LR)
+    lr_d: Float | None = Field(None, gt=0, le=MAX_LR)
+    betas: tuple[Float, Float] | None = None
+    momentum: Float | None = Field(None, ge=0, lt=1)
     optimizer: Literal["adam", "rmsprop", "sgd"] | None = None
     # "linear": both learning rates fall linearly to 0 at the last step (WGAN-GP's CIFAR runs).
     lr_schedule: Literal["constant", "linear"] | None = None
-    seed: int = Field(0, ge=0, lt=2**63)
+    seed: Int = Field(0, ge=0, lt=2**63)
     # Decay of an exponential moving average of G's weights, exported instead of G; 0: off.
-    ema: float | None = Field(None, ge=0, lt=1)
+    ema: Float | None = Field(None, ge=0, lt=1)
     # Instance noise (Sonderby et al. 2016; Arjovsky & Bottou 2017): the std of Gaussian noise
     # added to every row the critic sees, real and generated, on the model's (standardised)
     # scale, annealed linearly to 0 at the last step. 0: off.
-    instance_noise: float | None = Field(None, ge=0, le=10)
+    instance_noise: Float | None = Field(None, ge=0, le=10)
     # Model selection: every `validate_every` steps the generator is scored on the validation
     # rows (dataset.validation_fraction) by the sliced Wasserstein distance; the best scoring
     # weights are exported. Training stops after `patience` scores without improvement
     # (0: never early). validate_every 0: no validation, the last weights are exported.
-    validate_every: int = Field(250, ge=0)
-    patience: int = Field(8, ge=0)
-    checkpoint_every: int = Field(500, ge=1)
-    log_every: int = Field(50, ge=1)
+    validate_every: Int = Field(250, ge=0, le=10_000_000)
+    patience: Int = Field(8, ge=0, le=1_000_000)
+    checkpoint_every: Int = Field(500, ge=1, le=10_000_000)
+    log_every: Int = Field(50, ge=1, le=10_000_000)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     # A referee (pidgan): a small classifier trained alongside on real vs generated; its ROC
     # AUC is measured every `referee_every` steps and reported in the progress. null: off.
-    referee_every: int | None = Field(None, ge=1)
+    referee_every: Int | None = Field(None, ge=1, le=10_000_000)
 
     @field_validator("betas")
     @classmethod
