@@ -7,6 +7,7 @@ Torch-free: the API imports it. Every field is an environment variable of the sa
 from __future__ import annotations
 
 import json
+import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any
@@ -19,6 +20,15 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 # the job ends), so the timeout must be longer than any job. The job table, not Redis, decides
 # who runs a job (lease + atomic claim), so a late re-delivery is dropped anyway.
 SEVEN_DAYS = 7 * 24 * 3600
+
+
+def _half_of_ram() -> int:
+    """JOB_MEMORY_LIMIT_BYTES's default: room for one job, with the rest left to the OS and
+    the worker. 0 (no limit) where the size of the RAM cannot be read."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2
+    except (ValueError, OSError, AttributeError):
+        return 0
 
 
 def _split(value: Any) -> Any:
@@ -57,6 +67,17 @@ class Settings(BaseSettings):
     MAX_QUEUED_JOBS_PER_KEY: int = Field(20, ge=1)  # queued + running jobs of one owner
     MAX_TRAINING_STEPS: int = Field(1_000_000, ge=1)  # training.steps above this: 422
     MAX_JOB_SECONDS: float | None = Field(None, gt=0)  # training wall time; then failed
+    # Issue 10 (docs/security-worker.md). Each job runs in a child process of the worker under
+    # RLIMIT_AS = JOB_MEMORY_LIMIT_BYTES, so an overrun fails that job ("out of memory")
+    # instead of the kernel's OOM killer taking the worker. Default: half the machine's RAM;
+    # 0: no limit. Not applied to jobs that train on CUDA (RLIMIT_AS breaks the driver).
+    JOB_MEMORY_LIMIT_BYTES: int = Field(default_factory=_half_of_ram, ge=0)
+    # The memory a spec would need (models.resources) above this: 422 at submit, and the
+    # worker re-checks it once the data are loaded. 0: no check.
+    MAX_JOB_MEMORY_BYTES: int = Field(8 * 1024**3, ge=0)
+    # A job asked to stop (cancel, MAX_JOB_SECONDS, shutdown, lost lease) that has not
+    # stopped after this long is killed, whatever it is doing (a hung read, a long report).
+    JOB_STOP_GRACE_SECONDS: float = Field(10.0, gt=0)
     REQUEST_TIMEOUT_SECONDS: float = Field(60.0, gt=0)  # non-streaming requests; then 503
     # Rows being sampled at once, in all (503 beyond) and by one API key (429 beyond), with
     # Retry-After: a request that would exceed them is refused at once, not queued, so small

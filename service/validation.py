@@ -12,8 +12,10 @@ from urllib.parse import unquote, urlparse
 import numpy as np
 
 from models.records import Records
+from models.resources import MemoryBudgetExceeded, check_budget, estimate_job_memory
 from models.sampling import LoadedModel, UnknownCategory, encode_category
 from models.settings import Settings
+from models.spec import JobSpec
 from service.problems import invalid
 
 URI_LOC: list[str | int] = ["body", "dataset", "uri"]
@@ -112,3 +114,15 @@ def _is_number(value: object) -> bool:
     except (TypeError, ValueError):
         return False
     return True
+
+
+def check_job_resources(spec: JobSpec, settings: Settings) -> None:
+    """422 when the memory the spec would need (models.resources: weights, optimiser state,
+    activations of a batch) is above MAX_JOB_MEMORY_BYTES. Each field's own cap allows specs
+    of terabytes together (width 8192 x depth 64 at batch 10^6); this checks them together.
+    The worker checks again with the data's real shape once they are loaded."""
+    estimate = estimate_job_memory(spec)
+    try:
+        check_budget(estimate, settings.MAX_JOB_MEMORY_BYTES, "MAX_JOB_MEMORY_BYTES")
+    except MemoryBudgetExceeded as exc:
+        raise invalid(str(exc), estimate.dominant_field(), type="memory-budget") from exc

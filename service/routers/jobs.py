@@ -19,7 +19,7 @@ from service.celery_client import send_train
 from service.deps import RecordsDep, SenderDep, SettingsDep
 from service.problems import Problem, invalid, not_found
 from service.schemas import JobList, JobOut, JobStatus
-from service.validation import check_dataset_uri
+from service.validation import check_dataset_uri, check_job_resources
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
@@ -56,6 +56,7 @@ def submit_job(
                           title="Too many jobs", type="too-many-jobs",
                           headers={"Retry-After": "60"})
     check_dataset_uri(spec.dataset.uri, settings, records)
+    check_job_resources(spec, settings)
     job, created = records.create_job(
         spec.model_dump(mode="json"), spec_hash, idempotency_key=idempotency_key,
         owner=principal.owner,
