@@ -117,6 +117,13 @@ def quality_metrics(trained: TrainedModel, data: Dataset) -> dict[str, float]:
     }
 
 
+def _stop_if_asked(should_stop: Callable[[], bool] | None, where: str) -> None:
+    """A stop hook between phases: training checkpoints itself on stop, the other phases have
+    nothing to save, so they just end."""
+    if should_stop is not None and should_stop():
+        raise Cancelled(f"stopped {where}")
+
+
 def run_job(
     spec: JobSpec,
     workdir: Path,
@@ -126,16 +133,26 @@ def run_job(
     allowed_hosts: Sequence[str] | None = None,
     on_progress: Callable[[Progress], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
+    check_data: Callable[[JobSpec, Dataset], None] | None = None,
 ) -> JobResult:
-    """Raises models.datasets.DataError for bad data and models.train.Cancelled on cancel."""
+    """Raises models.datasets.DataError for bad data and models.train.Cancelled on cancel.
+
+    `should_stop` is polled at every step of training and between the phases (after loading,
+    before the report, before the export), so a stop request reaches the job wherever it is
+    at the next boundary. `check_data(spec, data)` runs once the data are loaded (the
+    worker's memory estimate with their real shape) and may raise to end the job."""
     workdir.mkdir(parents=True, exist_ok=True)
     data = load_dataset(
         spec.dataset, data_roots=data_roots, upload_resolver=upload_resolver,
         allowed_hosts=allowed_hosts,
     )
+    _stop_if_asked(should_stop, "after loading the data")
+    if check_data is not None:
+        check_data(spec, data)
     train_data, held, fit_data, validation = split_for_training(spec, data)
     trained = train(spec, fit_data, validation=validation, workdir=workdir,
                     on_progress=on_progress, should_stop=should_stop)
+    _stop_if_asked(should_stop, "before the quality report")
     metrics = quality_metrics(trained, data)
     from models.quality_report import make_report  # noqa: PLC0415 (matplotlib: only here)
 
@@ -157,6 +174,7 @@ def run_job(
         "spec_hash": spec.spec_hash(),
     }
     onnx_path = workdir / ONNX_NAME
+    _stop_if_asked(should_stop, "before the export")
     report = export_onnx(
         copy.deepcopy(trained.generator).cpu(),
         onnx_path,

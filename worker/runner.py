@@ -1,6 +1,7 @@
-"""Running one job: claim it, train it (resuming), register its model, keep the lease alive.
+"""Running one job: claim it, run it in its own process (worker/job_process.py: a memory limit,
+stoppable in every phase), register its model, keep the lease alive.
 
-Imports torch only through models.pipeline, on the first job.
+The worker process never imports torch: each job's child does.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from service.logs import JOB_ID
 log = logging.getLogger("worker")
 
 CHECKPOINT_NAME = "checkpoint.pt"  # models.train.CHECKPOINT_NAME (not imported: torch)
-CANCEL_POLL_SECONDS = 1.0  # should_stop() reads the job's status at most this often
+CANCEL_POLL_SECONDS = 1.0  # Lease.should_stop() reads the job's status at most this often
 
 # Set when the worker is asked to shut down: the running job stops at its next step, goes
 # back to `queued` and is re-sent, to resume from its checkpoint elsewhere or after restart.
@@ -136,7 +137,8 @@ class Lease:
             log.exception("job %s: could not copy the checkpoint to the store", self.job_id)
 
     def should_stop(self) -> bool:
-        """Polled by the training loop every step."""
+        """Whether the job must stop now; polled by the Supervisor several times a second
+        (it reads the job's status at most every CANCEL_POLL_SECONDS)."""
         if self.lost.is_set() or self.cancel_requested.is_set() or SHUTTING_DOWN.is_set():
             return True
         if self.deadline is not None and time.time() > self.deadline:
@@ -185,14 +187,133 @@ def _restore_checkpoint(ctx: Context, job_id: str, workdir: Path) -> None:
 
 
 def _fault_hook(step: int) -> None:
-    """Fault-injection for the integration tests only: with GAN_TEST_CRASH_AT_STEP=N set in
-    its environment, the worker process dies (os._exit, like an OOM kill) when a job reports
-    step >= N. Never set in production."""
+    """Test seam (GAN_TEST_CRASH_AT_STEP=N, never set in production): the *worker* process
+    dies (os._exit, as an OOM kill of the worker would) when a job reports step >= N; its
+    job's process dies with it (PR_SET_PDEATHSIG)."""
     at = os.environ.get("GAN_TEST_CRASH_AT_STEP")
     if at and step >= int(at):
         log.error("GAN_TEST_CRASH_AT_STEP=%s: the worker exits now (fault injection)", at)
         logging.shutdown()
         os._exit(86)
+
+
+def _with_retries(what: str, deadline_seconds: float, write: Callable[[], Any]) -> Any:
+    """A final write of a job (its result, its failure) retried while the database is away,
+    for at most `deadline_seconds` (the lease: after it another worker may own the job)."""
+    deadline = time.monotonic() + deadline_seconds
+    while True:
+        try:
+            return write()
+        except Exception:
+            if time.monotonic() >= deadline:
+                raise
+            log.warning("%s: the database did not answer; retrying", what, exc_info=True)
+            time.sleep(min(1.0, max(deadline - time.monotonic(), 0.0)))
+
+
+@dataclass
+class ChildResult:
+    """A successful job's result as the child reported it (models.pipeline.JobResult)."""
+
+    onnx_path: Path
+    metadata: dict
+    report: dict | None
+    plots: dict[str, Path]
+
+
+@dataclass
+class Supervised:
+    """How the job's process ended."""
+
+    final: dict[str, Any] | None  # its last message: result, stopped or error; None: died
+    returncode: int
+    killed: bool  # by us, after the stop grace
+    memory_limit: int
+
+
+class Supervisor:
+    """Runs one claimed job in its child process (worker/job_process.py): answers its
+    progress (recorded under the lease token) and upload look-ups, passes stop requests
+    (cancel, MAX_JOB_SECONDS, shutdown, a lost lease) and kills it when it does not stop
+    within JOB_STOP_GRACE_SECONDS, whatever it is doing."""
+
+    POLL_SECONDS = 0.2
+
+    def __init__(self, ctx: Context, lease: Lease, on_progress: Callable[[dict], None],
+                 resolve: Callable[[str], Path]) -> None:
+        self.ctx, self.lease, self.on_progress, self.resolve = ctx, lease, on_progress, resolve
+
+    def run(self, job: dict[str, Any], workdir: Path) -> Supervised:
+        from worker.job_process import JobProcess
+
+        settings = self.ctx.settings
+        child = JobProcess.start({
+            "job_id": job["id"], "spec": job["spec"], "workdir": str(workdir),
+            "settings": settings.model_dump(mode="json"),
+        })
+        log.info("job %s: running in process %d", job["id"], child.pid)
+        final: dict[str, Any] | None = None
+        memory_limit = settings.JOB_MEMORY_LIMIT_BYTES
+        stop_sent: float | None = None
+        killed = False
+        while not child.eof:
+            for message in child.receive(self.POLL_SECONDS):
+                kind = message.get("type")
+                if kind == "progress":
+                    self.on_progress(message)
+                    child.send({"ack": True})
+                elif kind == "resolve":
+                    child.send(self._resolve(str(message.get("dataset_id"))))
+                elif kind == "started":
+                    memory_limit = int(message.get("memory_limit") or 0)
+                    log.info("job %s: process %d ready after %.1fs (torch imported); %s",
+                             job["id"], child.pid, message.get("import_seconds", 0.0),
+                             _limit_line(memory_limit))
+                else:
+                    final = message
+            if final is not None or child.eof:
+                continue  # drain to EOF: the child is about to exit
+            if stop_sent is None and self.lease.should_stop():
+                log.info("job %s: asking its process to stop (%s)", job["id"],
+                         self._stop_reason())
+                child.send({"stop": True})
+                stop_sent = time.monotonic()
+            elif (stop_sent is not None and not killed
+                  and time.monotonic() - stop_sent > settings.JOB_STOP_GRACE_SECONDS):
+                log.warning("job %s: its process did not stop within JOB_STOP_GRACE_SECONDS="
+                            "%g; killing it", job["id"], settings.JOB_STOP_GRACE_SECONDS)
+                child.kill()
+                killed = True
+        returncode = child.reap(settings.JOB_STOP_GRACE_SECONDS)
+        return Supervised(final, returncode, killed, memory_limit)
+
+    def _resolve(self, dataset_id: str) -> dict[str, str]:
+        from models.datasets import DataError
+
+        try:
+            return {"path": str(self.resolve(dataset_id))}
+        except DataError as exc:
+            return {"error": str(exc)}
+        except Exception as exc:
+            log.exception("could not resolve upload %s", dataset_id)
+            return {"error": f"could not resolve dataset://{dataset_id}: "
+                             f"{type(exc).__name__}: {exc}"}
+
+    def _stop_reason(self) -> str:
+        lease = self.lease
+        if lease.lost.is_set():
+            return "lease lost"
+        if lease.cancel_requested.is_set():
+            return "cancel"
+        if lease.timed_out.is_set():
+            return "MAX_JOB_SECONDS"
+        return "worker shutting down"
+
+
+def _limit_line(memory_limit: int) -> str:
+    from worker.job_process import limit_text
+
+    return limit_text(memory_limit)
 
 
 def run(ctx: Context, job_id: str) -> str:
@@ -215,13 +336,18 @@ def run(ctx: Context, job_id: str) -> str:
 
     JOB_ID.set(job_id)  # every log line of this job carries its id (LOG_FORMAT=json)
 
-    def on_progress(progress: Any) -> None:
-        _fault_hook(int(progress.step))
-        ok = records.record_progress(
-            job_id, token, attempt=attempt, step=int(progress.step),
-            total_steps=int(progress.total_steps), losses=_jsonable(progress.losses),
-            metrics=_jsonable(progress.metrics), lease_seconds=settings.LEASE_SECONDS,
-        )
+    def on_progress(progress: dict) -> None:
+        _fault_hook(int(progress["step"]))
+        try:
+            ok = records.record_progress(
+                job_id, token, attempt=attempt, step=int(progress["step"]),
+                total_steps=int(progress["total_steps"]), losses=progress["losses"],
+                metrics=progress["metrics"], lease_seconds=settings.LEASE_SECONDS,
+            )
+        except Exception:  # the database away: the job goes on, this point is not recorded
+            log.warning("job %s: could not record step %s", job_id, progress["step"],
+                        exc_info=True)
+            return
         if not ok:
             lease.lost.set()
 
@@ -233,62 +359,91 @@ def run(ctx: Context, job_id: str) -> str:
             raise DataError(f"no uploaded data set {dataset_id!r}")
         return store.local_path(store.key_of(row["artifact_uri"]))
 
+    def fail(reason: str) -> None:
+        _with_retries(f"job {job_id}: recording its failure", settings.LEASE_SECONDS,
+                      lambda: records.finish(job_id, token, FAILED, reason))
+
     try:
         _restore_checkpoint(ctx, job_id, workdir)
         lease.start()
-        spec = JobSpec.model_validate(job["spec"])
-        from models.datasets import DataError
-        from models.pipeline import Cancelled, run_job
-
-        try:
-            result = run_job(
-                spec, workdir, data_roots=[Path(p) for p in settings.DATA_ROOTS],
-                upload_resolver=upload_resolver, allowed_hosts=list(settings.ALLOWED_HOSTS),
-                on_progress=on_progress, should_stop=lease.should_stop,
-            )
-        except Cancelled:
-            if lease.timed_out.is_set() and not lease.lost.is_set():
-                reason = (f"the job ran longer than MAX_JOB_SECONDS={settings.MAX_JOB_SECONDS:g}"
-                          " (wall time since it first started); its last checkpoint is kept")
-                records.finish(job_id, token, FAILED, reason)
-                log.warning("job %s failed: %s", job_id, reason)
-                return "timed-out"
-            if lease.lost.is_set():
-                log.warning("job %s: stopped, its lease was lost", job_id)
-                return "lease-lost"
-            if lease.cancel_requested.is_set():
-                records.finish(job_id, token, CANCELLED)
-                log.info("job %s cancelled", job_id)
-                return "cancelled"
-            records.release(job_id, token)  # worker shutting down
+        JobSpec.model_validate(job["spec"])  # a spec this version cannot read fails here
+        ended = Supervisor(ctx, lease, on_progress, upload_resolver).run(job, workdir)
+        final = ended.final or {}
+        if final.get("type") == "result":
+            return _register(ctx, job_id, token, attempt, lease, final)
+        if lease.timed_out.is_set() and not lease.lost.is_set():
+            reason = (f"the job ran longer than MAX_JOB_SECONDS={settings.MAX_JOB_SECONDS:g}"
+                      " (wall time since it first started); its last checkpoint is kept")
+            fail(reason)
+            log.warning("job %s failed: %s", job_id, reason)
+            return "timed-out"
+        if lease.lost.is_set():
+            log.warning("job %s: stopped, its lease was lost", job_id)
+            return "lease-lost"
+        if lease.cancel_requested.is_set():
+            _with_retries(f"job {job_id}: recording its cancel", settings.LEASE_SECONDS,
+                          lambda: records.finish(job_id, token, CANCELLED))
+            log.info("job %s cancelled", job_id)
+            return "cancelled"
+        if final.get("type") == "error":  # bad data, out of memory, disk full, a bug
+            fail(str(final.get("message")))
+            log.warning("job %s failed (%s): %s", job_id, final.get("kind"),
+                        final.get("message"))
+            return "failed"
+        if SHUTTING_DOWN.is_set():
+            _with_retries(f"job {job_id}: handing it back", settings.LEASE_SECONDS,
+                          lambda: records.release(job_id, token))
             ctx.resend(job_id)
             log.info("job %s released (worker shutting down); re-sent", job_id)
             return "released"
-        except DataError as exc:
-            records.finish(job_id, token, FAILED, str(exc))  # the loader's message
-            log.info("job %s failed: data error: %s", job_id, exc)
-            return "failed"
-        lease.sync_checkpoint()
-        model_id = str(uuid.uuid4())
-        uri = store.put_file(result.onnx_path, model_key(model_id))
-        sha = sha256_file(result.onnx_path)
-        meta = _jsonable({**result.metadata, "onnx_sha256": sha, "attempts": attempt,
-                          "report": _store_report(store, model_id, result)})
-        if not records.finish_succeeded(job_id, token, model_id=model_id, model_metadata=meta,
-                                        onnx_uri=uri, onnx_sha256=sha):
-            store.delete(model_key(model_id).rsplit("/", 1)[0])
-            log.warning("job %s: finished but its lease was lost; model discarded", job_id)
-            return "lease-lost"
-        log.info("job %s succeeded: model %s", job_id, model_id)
-        shutil.rmtree(workdir, ignore_errors=True)
-        try:
-            store.delete(checkpoint_key(job_id))
-        except Exception:
-            log.exception("job %s: could not delete its stored checkpoint", job_id)
-        return "succeeded"
+        from worker.job_process import death_reason
+
+        reason = death_reason(ended.returncode, ended.memory_limit)
+        fail(reason)
+        log.warning("job %s failed: %s", job_id, reason)
+        return "failed"
     except Exception as exc:  # a bug or a bad spec: end the job, keep serving others
         log.exception("job %s failed", job_id)
-        records.finish(job_id, token, FAILED, f"{type(exc).__name__}: {exc}")
+        try:
+            fail(f"{type(exc).__name__}: {exc}")
+        except Exception:  # the database stayed away: the reaper takes the job back
+            log.exception("job %s: could not record its failure", job_id)
         return "failed"
     finally:
         lease.stop()
+
+
+def _register(ctx: Context, job_id: str, token: str, attempt: int, lease: Lease,
+              final: dict[str, Any]) -> str:
+    """The model of a finished job into the store and the database, in that order."""
+    settings, records, store = ctx.settings, ctx.records, ctx.store
+    result = ChildResult(onnx_path=Path(final["onnx_path"]), metadata=final["metadata"],
+                         report=final.get("report"),
+                         plots={k: Path(v) for k, v in (final.get("plots") or {}).items()})
+    lease.sync_checkpoint()
+    model_id = str(uuid.uuid4())
+    uri = store.put_file(result.onnx_path, model_key(model_id))
+    sha = sha256_file(result.onnx_path)
+    meta = _jsonable({**result.metadata, "onnx_sha256": sha, "attempts": attempt,
+                      "report": _store_report(store, model_id, result)})
+
+    def finish() -> bool:
+        if records.finish_succeeded(job_id, token, model_id=model_id, model_metadata=meta,
+                                    onnx_uri=uri, onnx_sha256=sha):
+            return True
+        # A retry after a commit whose answer was lost finds its own model in place.
+        current = records.get_job(job_id)
+        return current is not None and current.get("model_id") == model_id
+
+    if not _with_retries(f"job {job_id}: registering its model", settings.LEASE_SECONDS,
+                         finish):
+        store.delete(model_key(model_id).rsplit("/", 1)[0])
+        log.warning("job %s: finished but its lease was lost; model discarded", job_id)
+        return "lease-lost"
+    log.info("job %s succeeded: model %s", job_id, model_id)
+    shutil.rmtree(lease.workdir, ignore_errors=True)
+    try:
+        store.delete(checkpoint_key(job_id))
+    except Exception:
+        log.exception("job %s: could not delete its stored checkpoint", job_id)
+    return "succeeded"
