@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator, Sequence
@@ -311,3 +313,121 @@ def one_torch_thread() -> Iterator[None]:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+# --- private Redis and PostgreSQL servers, for the tests that stop and restart them ------------
+
+
+def _ping_redis(port: int) -> bool:
+    import redis
+
+    try:
+        return bool(redis.Redis(host="127.0.0.1", port=port, socket_timeout=1).ping())
+    except Exception:
+        return False
+
+
+class PrivateRedis:
+    """A redis-server of one test on a free loopback port, without persistence (a restart
+    loses every message, as a Redis without AOF does); the test may stop it and start it
+    again on the same port. Never the shared Redis the other tests use."""
+
+    def __init__(self) -> None:
+        self.folder = tempfile.mkdtemp(prefix="gan-redis-")
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    def up(self) -> bool:
+        return _ping_redis(self.port)
+
+    def start(self, timeout: float = 20) -> None:
+        args = ["redis-server", "--bind", "127.0.0.1", "--port", str(self.port), "--save", "",
+                "--appendonly", "no", "--dir", self.folder, "--daemonize", "no"]
+        self.procs.append(subprocess.Popen(args, stdout=subprocess.DEVNULL,
+                                           start_new_session=True))
+        deadline = time.monotonic() + timeout
+        while not self.up():
+            if time.monotonic() > deadline:
+                raise RuntimeError("the private redis-server did not start")
+            time.sleep(0.1)
+
+    def stop(self) -> None:
+        """SHUTDOWN NOSAVE: every message it held is gone."""
+        subprocess.run(["redis-cli", "-p", str(self.port), "shutdown", "nosave"],
+                       capture_output=True, timeout=10, check=False)
+        for proc in self.procs:
+            stop_process(proc)
+        assert not self.up()
+
+    def close(self) -> None:
+        for proc in self.procs:
+            stop_process(proc)
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+@pytest.fixture
+def private_redis() -> Iterator[PrivateRedis]:
+    server = PrivateRedis()
+    server.start()
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+PG_BIN = next(iter(sorted(Path("/usr/lib/postgresql").glob("*/bin"))), None) \
+    if Path("/usr/lib/postgresql").exists() else None
+
+
+def _as_postgres(*args: str) -> subprocess.CompletedProcess[str]:
+    cmd = list(args) if os.geteuid() != 0 else ["runuser", "-u", "postgres", "--", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=False)
+
+
+class PrivatePostgres:
+    """A PostgreSQL cluster of one test: initdb in a temporary folder, its own loopback port,
+    trust authentication, fsync off, database `gan`; the test may stop and start it."""
+
+    def __init__(self) -> None:
+        assert PG_BIN is not None
+        self.folder = Path(tempfile.mkdtemp(prefix="gan-pg-"))
+        if os.geteuid() == 0:
+            shutil.chown(self.folder, "postgres", "postgres")
+        self.port = free_port()
+        self.url = f"postgresql://postgres@127.0.0.1:{self.port}/gan"
+        data = self.folder / "data"
+        self._ctl = [str(PG_BIN / "pg_ctl"), "-D", str(data), "-l", str(self.folder / "pg.log"),
+                     "-w", "-t", "30", "-o", f"-p {self.port} -k {self.folder} "
+                     "-c listen_addresses=127.0.0.1 -c fsync=off"]
+        r = _as_postgres(str(PG_BIN / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres")
+        assert r.returncode == 0, r.stderr
+
+    def start(self) -> None:
+        r = _as_postgres(*self._ctl, "start")
+        assert r.returncode == 0, r.stderr + r.stdout
+
+    def stop(self, mode: str = "fast") -> None:
+        r = _as_postgres(*self._ctl, "-m", mode, "stop")
+        assert r.returncode == 0, r.stderr + r.stdout
+
+    def create_database(self) -> None:
+        with _pg_connect(f"postgresql://postgres@127.0.0.1:{self.port}/postgres") as conn:
+            conn.execute("CREATE DATABASE gan")
+
+    def close(self) -> None:
+        _as_postgres(*self._ctl, "-m", "immediate", "stop")
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+@pytest.fixture
+def private_postgres() -> Iterator[PrivatePostgres]:
+    if PG_BIN is None or (os.geteuid() == 0 and shutil.which("runuser") is None):
+        pytest.skip("no PostgreSQL binaries to start a private server with")
+    server = PrivatePostgres()
+    try:
+        server.start()
+        server.create_database()
+        yield server
+    finally:
+        server.close()

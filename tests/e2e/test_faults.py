@@ -1,25 +1,33 @@
 """Faults with real processes (uvicorn, Celery workers, Redis, PostgreSQL), loopback only.
 
 Every wait is bounded in time. The Redis and PostgreSQL that get stopped here are private
-servers started by the test on free loopback ports, never the shared ones other tests use;
-each is stopped in a `finally`, whatever happens."""
+servers started by the test on free loopback ports (tests/conftest.py), never the shared ones
+other tests use; each is stopped in a `finally`, whatever happens.
+
+Leases: the tests that kill no worker use 30 s leases, so that a loaded machine cannot make
+one lapse (and a job run twice); those that kill workers use 8 s, and their assertions hold
+whether or not a lease slipped once more (what is checked is that no step was redone from 0,
+read from the attempt numbers of the SSE progress events)."""
 
 from __future__ import annotations
 
 import copy
-import os
-import shutil
 import signal
 import subprocess
-import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.conftest import FAST_SPEC, LiveStack, free_port, stop_process
+from tests.conftest import (
+    FAST_SPEC,
+    LiveStack,
+    PrivatePostgres,
+    PrivateRedis,
+    stop_process,
+)
+from tests.e2e.test_live import read_sse
 
 pytestmark = pytest.mark.integration
 
@@ -30,13 +38,54 @@ def spec(steps: int, checkpoint_every: int = 20) -> dict:
     return s
 
 
+STEADY = {"LEASE_SECONDS": "30", "REAPER_INTERVAL_SECONDS": "1"}  # no worker is killed
+KILLED = {"LEASE_SECONDS": "8", "REAPER_INTERVAL_SECONDS": "1"}  # workers are killed
+
+
 def _alive_workers(stack: LiveStack) -> list[subprocess.Popen[bytes]]:
     return [w for w in stack.workers if w.poll() is None]
 
 
+def progress_by_attempt(stack: LiveStack, job_id: str) -> dict[int, list[int]]:
+    """{attempt: the steps it reported, in order} from the job's SSE progress events."""
+    steps: dict[int, list[int]] = {}
+    for kind, data in read_sse(stack.client, f"/v1/jobs/{job_id}/events"):
+        if kind == "progress":
+            steps.setdefault(int(data["attempt"]), []).append(int(data["step"]))
+    return steps
+
+
+def assert_ran_once(stack: LiveStack, job_id: str, total: int) -> None:
+    """One attempt, whose steps went up one log interval at a time to the end: nothing ran
+    twice."""
+    by_attempt = progress_by_attempt(stack, job_id)
+    assert list(by_attempt) == [1], by_attempt.keys()
+    steps = by_attempt[1]
+    assert steps == sorted(set(steps)) and steps[-1] == total, steps
+
+
+def job_processes_of(stack: LiveStack) -> list[int]:
+    """Pids of the job processes still alive that a worker of this stack started (found by
+    the stack's own TASK_QUEUE in their environment)."""
+    marker = f"TASK_QUEUE={stack.env['TASK_QUEUE']}".encode()
+    pids = []
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            if b"worker.job_process" not in (proc / "cmdline").read_bytes():
+                continue
+            if marker not in (proc / "environ").read_bytes().split(b"\0"):
+                continue
+            state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if state != "Z":
+            pids.append(int(proc.name))
+    return pids
+
+
 def test_worker_sigkilled_twice_still_finishes(live_stack: type[LiveStack],
                                                tmp_path: Path) -> None:
-    stack = live_stack(tmp_path, f"sqlite:///{tmp_path / 'gan.db'}", MAX_ATTEMPTS="5")
+    stack = live_stack(tmp_path, f"sqlite:///{tmp_path / 'gan.db'}", MAX_ATTEMPTS="5", **KILLED)
     stack.start_api()
     job = stack.submit(spec(steps=400))
     kills = []
@@ -44,22 +93,32 @@ def test_worker_sigkilled_twice_still_finishes(live_stack: type[LiveStack],
         worker = stack.start_worker()
         seen = stack.wait_step(job["id"], (kills[-1] if kills else 0) + 40, timeout=120)
         assert seen["status"] == "running", seen
-        worker.send_signal(signal.SIGKILL)
+        worker.send_signal(signal.SIGKILL)  # the worker only: its job process dies with it
         worker.wait(10)
         kills.append(stack.client.get(f"/v1/jobs/{job['id']}").json()["progress"]["step"])
         assert kills[-1] < 400, f"finished before kill {round_ + 1}: make the job longer"
     stack.start_worker()
     done = stack.wait(job["id"], ["succeeded", "failed"], timeout=180)
     assert done["status"] == "succeeded", (done, stack.logs())
-    assert done["attempts"] == 3
-    # resumed from checkpoints: the steps already done were not redone from 0
-    assert "resum" in stack.logs().lower() or done["progress"]["step"] == 400
+    assert 3 <= done["attempts"] <= 5  # two kills; a lease that slipped once more is no loss
+    # resumed from checkpoints: every attempt after the first went on from a checkpoint
+    # (a multiple of 20, past the first one) at or before where the attempts before it were
+    by_attempt = progress_by_attempt(stack, job["id"])
+    assert len(by_attempt) >= 3 and by_attempt[max(by_attempt)][-1] == 400, by_attempt.keys()
+    reached = 0
+    for attempt in sorted(by_attempt):
+        steps = by_attempt[attempt]
+        if attempt > 1 and reached >= 20:
+            resumed_at = steps[0] - 10  # log_every 10: its first report is 10 steps on
+            assert resumed_at >= 20 and resumed_at % 20 == 0, (attempt, steps[:3])
+            assert resumed_at <= reached, (attempt, steps[:3], reached)
+        reached = max(reached, steps[-1])
 
 
 def test_a_job_that_crashes_the_worker_every_time_ends_failed(live_stack: type[LiveStack],
                                                               tmp_path: Path) -> None:
     stack = live_stack(tmp_path, f"sqlite:///{tmp_path / 'gan.db'}", MAX_ATTEMPTS="2",
-                       LEASE_SECONDS="2", GAN_TEST_CRASH_AT_STEP="10")
+                       GAN_TEST_CRASH_AT_STEP="10", **KILLED)
     stack.start_api()
     job = stack.submit(spec(steps=400))
     deadline = time.monotonic() + 150
@@ -72,10 +131,17 @@ def test_a_job_that_crashes_the_worker_every_time_ends_failed(live_stack: type[L
             stack.start_worker()
         time.sleep(0.5)
     assert current["status"] == "failed", (current, stack.logs())
-    assert current["attempts"] == 2
+    assert current["attempts"] == 2  # a claim past MAX_ATTEMPTS is refused: exactly 2
     assert "lost 2 times" in current["error"] and "giving up" in current["error"]
+    # the hook kills the worker itself (as an OOM kill of the worker would), and its job
+    # process dies with it: none is left running
     crashes = sum("fault injection" in stack.log(f"worker{i}") for i in range(len(stack.workers)))
-    assert crashes == 2
+    assert 1 <= crashes <= 2  # 1: a lease that slipped lost the job once without a crash
+    assert len(stack.workers) - len(_alive_workers(stack)) == crashes
+    deadline = time.monotonic() + 10
+    while job_processes_of(stack) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not job_processes_of(stack), "a job process outlived its crashed worker"
     # the next job is served (the limit is per job, the crash hook fires at step 10 again,
     # so use a job shorter than that)
     short = spec(steps=5, checkpoint_every=5)
@@ -87,54 +153,17 @@ def test_a_job_that_crashes_the_worker_every_time_ends_failed(live_stack: type[L
     assert done["status"] == "succeeded", (done, stack.logs())
 
 
-@pytest.fixture
-def private_redis() -> Iterator[tuple[str, int]]:
-    port = free_port()
-    folder = tempfile.mkdtemp(prefix="gan-redis-")
-    args = ["redis-server", "--bind", "127.0.0.1", "--port", str(port), "--save", "",
-            "--appendonly", "no", "--dir", folder, "--daemonize", "no"]
-    procs: list[subprocess.Popen[bytes]] = []
-
-    def start() -> None:
-        procs.append(subprocess.Popen(args, stdout=subprocess.DEVNULL, start_new_session=True))
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            if _redis_ping(port):
-                return
-            time.sleep(0.1)
-        raise RuntimeError("private redis-server did not start")
-
-    start()
-    try:
-        yield f"redis://127.0.0.1:{port}/0", port
-    finally:
-        for p in procs:
-            stop_process(p)
-        shutil.rmtree(folder, ignore_errors=True)
-
-
-def _redis_ping(port: int) -> bool:
-    import redis
-
-    try:
-        return bool(redis.Redis(host="127.0.0.1", port=port, socket_timeout=1).ping())
-    except Exception:
-        return False
-
-
 def test_redis_down_30s(live_stack: type[LiveStack], tmp_path: Path,
-                        private_redis: tuple[str, int]) -> None:
-    url, port = private_redis
-    stack = live_stack(tmp_path, f"sqlite:///{tmp_path / 'gan.db'}", REDIS_URL=url)
+                        private_redis: PrivateRedis) -> None:
+    stack = live_stack(tmp_path, f"sqlite:///{tmp_path / 'gan.db'}", REDIS_URL=private_redis.url,
+                       **STEADY)
     stack.start_api()
     stack.start_worker()
     running = stack.submit(spec(steps=200))
     stack.wait_step(running["id"], 20, timeout=120)
     waiting = stack.submit(spec(steps=30))  # its message is in Redis, which loses it
     down_at = time.monotonic()
-    subprocess.run(["redis-cli", "-p", str(port), "shutdown", "nosave"], capture_output=True,
-                   timeout=10, check=False)
-    assert not _redis_ping(port)
+    private_redis.stop()
     during = stack.submit(spec(steps=30))  # accepted: the database holds it
     reads = 0
     while time.monotonic() - down_at < 30:
@@ -144,86 +173,49 @@ def test_redis_down_30s(live_stack: type[LiveStack], tmp_path: Path,
         reads += 1
         time.sleep(1)
     assert reads >= 20
-    server = subprocess.Popen(["redis-server", "--bind", "127.0.0.1", "--port", str(port),
-                               "--save", "", "--appendonly", "no"],
-                              stdout=subprocess.DEVNULL, start_new_session=True)
-    try:
-        for job in (running, waiting, during):
-            done = stack.wait(job["id"], ["succeeded", "failed"], timeout=180)
-            assert done["status"] == "succeeded", (done, stack.logs())
-            assert done["attempts"] == 1, done  # none ran twice
-        models = stack.client.get("/v1/models").json()
-        assert models["total"] == 3
-    finally:
-        stack.close()
-        stop_process(server)
+    private_redis.start()
+    for job, steps in ((running, 200), (waiting, 30), (during, 30)):
+        done = stack.wait(job["id"], ["succeeded", "failed"], timeout=180)
+        assert done["status"] == "succeeded", (done, stack.logs())
+        assert done["attempts"] == 1, done  # none ran twice
+        assert_ran_once(stack, job["id"], steps)
+    models = stack.client.get("/v1/models").json()
+    assert models["total"] == 3
 
 
-PG_BIN = next(iter(sorted(Path("/usr/lib/postgresql").glob("*/bin"))), None) \
-    if Path("/usr/lib/postgresql").exists() else None
-
-
-def _as_postgres(*args: str) -> subprocess.CompletedProcess[str]:
-    cmd = list(args) if os.geteuid() != 0 else ["runuser", "-u", "postgres", "--", *args]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=False)
-
-
-@pytest.mark.skipif(PG_BIN is None or shutil.which("runuser") is None,
-                    reason="no PostgreSQL binaries")
-def test_postgres_restart_503_then_recovers(live_stack: type[LiveStack],
-                                            tmp_path: Path) -> None:
-    """A private PostgreSQL cluster (initdb in a temporary folder, its own port)."""
-    assert PG_BIN is not None
-    folder = Path(tempfile.mkdtemp(prefix="gan-pg-"))
-    shutil.chown(folder, "postgres", "postgres")
-    data, port = folder / "data", free_port()
-    pg_ctl = [str(PG_BIN / "pg_ctl"), "-D", str(data), "-l", str(folder / "pg.log"), "-w",
-              "-t", "30", "-o", f"-p {port} -k {folder} -c listen_addresses=127.0.0.1 "
-              "-c fsync=off"]
-    r = _as_postgres(str(PG_BIN / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres")
-    assert r.returncode == 0, r.stderr
-    try:
-        assert _as_postgres(*pg_ctl, "start").returncode == 0
-        import psycopg
-
-        with psycopg.connect(f"postgresql://postgres@127.0.0.1:{port}/postgres",
-                             autocommit=True) as conn:
-            conn.execute("CREATE DATABASE gan")
-        stack = live_stack(tmp_path, f"postgresql://postgres@127.0.0.1:{port}/gan")
-        stack.start_api()
-        job = stack.submit(FAST_SPEC)  # no worker: it stays queued
-        assert stack.client.get(f"/v1/jobs/{job['id']}").status_code == 200
-        assert _as_postgres(*pg_ctl, "-m", "fast", "stop").returncode == 0
-        statuses = set()
-        for _ in range(5):
-            r = stack.client.get(f"/v1/jobs/{job['id']}")
-            statuses.add(r.status_code)
-            assert r.status_code == 503, r.text
-            assert r.headers["content-type"].startswith("application/problem+json")
-            assert r.headers["retry-after"]
-        assert stack.client.post("/v1/jobs", json=FAST_SPEC).status_code == 503
-        assert stack.client.get("/readyz").status_code == 503
-        assert _as_postgres(*pg_ctl, "start").returncode == 0
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                if stack.client.get(f"/v1/jobs/{job['id']}").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(0.5)
+def test_postgres_restart_503_then_recovers(live_stack: type[LiveStack], tmp_path: Path,
+                                            private_postgres: PrivatePostgres) -> None:
+    stack = live_stack(tmp_path, private_postgres.url)
+    stack.start_api()
+    job = stack.submit(FAST_SPEC)  # no worker: it stays queued
+    assert stack.client.get(f"/v1/jobs/{job['id']}").status_code == 200
+    private_postgres.stop()
+    statuses = set()
+    for _ in range(5):
         r = stack.client.get(f"/v1/jobs/{job['id']}")
-        assert r.status_code == 200 and r.json()["status"] == "queued"
-        assert stack.client.post("/v1/jobs", json=FAST_SPEC).status_code == 202
-        assert stack.api is not None and stack.api.poll() is None  # the same process
-        stack.close()
-    finally:
-        _as_postgres(*pg_ctl, "-m", "immediate", "stop")
-        shutil.rmtree(folder, ignore_errors=True)
+        statuses.add(r.status_code)
+        assert r.headers["content-type"].startswith("application/problem+json"), r.text
+        assert r.headers["retry-after"]
+    assert statuses == {503}, statuses  # never a 500, never a hang
+    assert stack.client.post("/v1/jobs", json=FAST_SPEC).status_code == 503
+    assert stack.client.get("/readyz").status_code == 503
+    private_postgres.start()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            if stack.client.get(f"/v1/jobs/{job['id']}").status_code == 200:
+                break
+        except httpx.TransportError:
+            pass
+        time.sleep(0.5)
+    r = stack.client.get(f"/v1/jobs/{job['id']}")
+    assert r.status_code == 200 and r.json()["status"] == "queued"
+    assert stack.client.post("/v1/jobs", json=FAST_SPEC).status_code == 202
+    assert stack.api is not None and stack.api.poll() is None  # the same process
 
 
 def test_api_restart_while_a_job_runs(live_stack: type[LiveStack], tmp_path: Path) -> None:
-    stack = live_stack(tmp_path, f"sqlite:///{tmp_path / 'gan.db'}")
+    stack = live_stack(tmp_path, f"sqlite:///{tmp_path / 'gan.db'}", **STEADY)
     stack.start_api()
     stack.start_worker()
     job = stack.submit(spec(steps=200))
@@ -234,6 +226,7 @@ def test_api_restart_while_a_job_runs(live_stack: type[LiveStack], tmp_path: Pat
     done = stack.wait(job["id"], ["succeeded", "failed"], timeout=180)
     assert done["status"] == "succeeded", (done, stack.logs())
     assert done["attempts"] == 1
+    assert_ran_once(stack, job["id"], 200)
 
 
 def test_broken_files_fail_clearly_and_the_worker_stays_up(live_stack: type[LiveStack],
