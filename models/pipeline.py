@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from models.datasets import Dataset, load_dataset
+from models.datasets import DataLimits, Dataset, load_dataset
 from models.datasets.base import MIN_ROWS, DataError
 from models.export import export_onnx
 from models.metrics import mode_coverage
@@ -134,17 +134,20 @@ def run_job(
     on_progress: Callable[[Progress], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
     check_data: Callable[[JobSpec, Dataset], None] | None = None,
+    limits: DataLimits | None = None,
 ) -> JobResult:
     """Raises models.datasets.DataError for bad data and models.train.Cancelled on cancel.
 
     `should_stop` is polled at every step of training and between the phases (after loading,
     before the report, before the export), so a stop request reaches the job wherever it is
     at the next boundary. `check_data(spec, data)` runs once the data are loaded (the
-    worker's memory estimate with their real shape) and may raise to end the job."""
+    worker's memory estimate with their real shape) and may raise to end the job.
+    `limits` bound the data file before it is read (models.datasets.DataLimits; the worker
+    passes its settings' MAX_DATA_CELLS...; None: the defaults)."""
     workdir.mkdir(parents=True, exist_ok=True)
     data = load_dataset(
         spec.dataset, data_roots=data_roots, upload_resolver=upload_resolver,
-        allowed_hosts=allowed_hosts,
+        allowed_hosts=allowed_hosts, limits=limits,
     )
     _stop_if_asked(should_stop, "after loading the data")
     if check_data is not None:

@@ -67,6 +67,14 @@ class Settings(BaseSettings):
     MAX_QUEUED_JOBS_PER_KEY: int = Field(20, ge=1)  # queued + running jobs of one owner
     MAX_TRAINING_STEPS: int = Field(1_000_000, ge=1)  # training.steps above this: 422
     MAX_JOB_SECONDS: float | None = Field(None, gt=0)  # training wall time; then failed
+    # Issue 10, hostile data files (docs/security-uploads.md): checked from headers and
+    # metadata at upload (422) and in the loader (job failed), before any data is read, so a
+    # small upload cannot expand into gigabytes or minutes (models.datasets.DataLimits).
+    MAX_DATA_CELLS: int = Field(200_000_000, ge=1)  # rows x columns read (~16 bytes a cell)
+    MAX_COLUMNS: int = Field(1000, ge=1)  # columns of one table (a CSV header, a TTree...)
+    MAX_COLUMN_NAME_LENGTH: int = Field(64, ge=1)  # names end up in reports, plots, queries
+    MAX_COMPRESSION_RATIO: float = Field(100.0, gt=1)  # an NPZ member: declared/compressed
+    MAX_FILE_OBJECTS: int = Field(10_000, ge=1)  # HDF5 objects, NPZ members, ROOT keys
     # Issue 10 (docs/security-worker.md). Each job runs in a child process of the worker under
     # RLIMIT_AS = JOB_MEMORY_LIMIT_BYTES, so an overrun fails that job ("out of memory")
     # instead of the kernel's OOM killer taking the worker. Default: half the machine's RAM;

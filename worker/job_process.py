@@ -351,7 +351,7 @@ class ChildJob:
 
 def run_child_job(job: ChildJob, channel: Channel, memory_limit: int) -> dict[str, Any]:
     """Run the job; the final message."""
-    from models.datasets import DataError
+    from models.datasets import DataError, DataLimits
     from models.pipeline import Cancelled, run_job
     from models.settings import Settings
     from models.spec import JobSpec
@@ -378,6 +378,7 @@ def run_child_job(job: ChildJob, channel: Channel, memory_limit: int) -> dict[st
             upload_resolver=upload_resolver, allowed_hosts=list(settings.ALLOWED_HOSTS),
             on_progress=on_progress, should_stop=channel.stop.is_set,
             check_data=data_checker(settings.MAX_JOB_MEMORY_BYTES, resources),
+            limits=DataLimits.from_settings(settings),  # hostile files (issue 10)
         )
     except Cancelled as exc:
         return {"type": "stopped", "message": str(exc)}

@@ -12,7 +12,10 @@ from models.datasets.builtin import (
     conditional_ring_centre,
 )
 from models.datasets.files import FORMATS, sniff_format
+from models.datasets.inspect import inspect_upload
+from models.datasets.limits import RESERVED_CONDITION_NAMES, DataLimits
 from models.datasets.loader import load_dataset
+from models.datasets.uri import DatasetURI, InvalidURI, parse_dataset_uri
 
 __all__ = [
     "BUILTINS",
@@ -20,9 +23,15 @@ __all__ = [
     "CONDITIONAL_RING_STD",
     "FORMATS",
     "MIN_ROWS",
+    "RESERVED_CONDITION_NAMES",
     "DataError",
+    "DataLimits",
     "Dataset",
+    "DatasetURI",
+    "InvalidURI",
     "conditional_ring_centre",
+    "inspect_upload",
     "load_dataset",
+    "parse_dataset_uri",
     "sniff_format",
 ]

@@ -2,6 +2,10 @@
 
 Categorical conditions (named in `spec.categorical`, or any condition column that is not
 numeric) become codes 0..K-1 of their sorted distinct values, kept in `Dataset.categories`.
+
+Cheap checks come first (models.datasets.limits): the column count and names, the roles,
+then the row count and the cell budget from the metadata; only then is anything read. A
+source without a row count (CSV) is read at most one row beyond the budget.
 """
 
 from __future__ import annotations
@@ -12,6 +16,12 @@ from collections.abc import Sequence
 import numpy as np
 
 from models.datasets.base import MAX_CATEGORIES, MIN_ROWS, DataError, Dataset, Table, shown
+from models.datasets.limits import (
+    DataLimits,
+    check_cells,
+    check_columns,
+    check_condition_names,
+)
 from models.spec import DatasetSpec
 
 # A category longer than this is refused (categories travel in the model's metadata).
@@ -49,6 +59,7 @@ def resolve_roles(table: Table, spec: DatasetSpec) -> tuple[list[str], list[str]
     if not features:
         raise DataError(f"no feature columns in {table.label}: every column is a condition or "
                         "the weight")
+    check_condition_names(conditions, table.label)
     stray = [c for c in spec.categorical if c not in conditions]
     if stray:
         as_features = [c for c in stray if c in features]
@@ -149,11 +160,61 @@ def _check_finite(columns: dict[str, np.ndarray], label: str) -> None:
                         "drop or fill those rows first")
 
 
-def assemble(table: Table, spec: DatasetSpec) -> Dataset:
+def _check_known_rows(table: Table, spec: DatasetSpec, width: int, limits: DataLimits) -> None:
+    """Rows from the metadata: too few, or too many cells, before anything is read."""
+    if table.n_rows is None:
+        return
+    rows = min(table.n_rows, spec.max_rows or table.n_rows)
+    if rows == 0:
+        raise DataError(f"{table.label} holds no rows")
+    if rows < MIN_ROWS:
+        raise DataError(f"{table.label} holds only {rows} rows; at least {MIN_ROWS} are "
+                        "needed to train")
+    if table.reads_all_columns:  # any column costs the whole array
+        check_cells(rows, len(table.columns), table.label, limits,
+                    what="columns (all are decompressed to read any)")
+    else:
+        check_cells(rows, width, table.label, limits)
+
+
+def _read(table: Table, spec: DatasetSpec, needed: list[str],
+          limits: DataLimits) -> dict[str, np.ndarray]:
+    """The needed columns, at most `max_rows`; with no row count known, at most one row
+    beyond the cell budget, which is then refused."""
+    budget_rows = max(limits.max_cells // len(needed), 1)
+    cap = spec.max_rows
+    if table.n_rows is None:  # otherwise _check_known_rows has checked the budget
+        cap = budget_rows + 1 if cap is None else min(cap, budget_rows + 1)
+    raw = {n: np.asarray(v)[:cap] for n, v in table.read(needed, cap).items()}
+    if table.n_rows is None and len(raw[needed[0]]) > budget_rows:
+        raise DataError(f"{table.label} is too large: more than {budget_rows} rows x "
+                        f"{len(needed)} columns read; at most {limits.max_cells} cells are "
+                        "allowed (MAX_DATA_CELLS); use fewer rows (dataset.max_rows) or columns")
+    return raw
+
+
+def _check_features_vary(columns: dict[str, np.ndarray], features: list[str], table: Table,
+                         image: bool) -> None:
+    """A constant feature column holds nothing to learn (and is what a zero-filled bomb is
+    made of). Images keep their constant border pixels, but not an all-constant image."""
+    constant = [n for n in features if np.all(columns[n] == columns[n][0])]
+    if constant and (not image or len(constant) == len(features)):
+        name = constant[0]
+        raise DataError(f"feature column {name!r} of {table.label} is constant "
+                        f"({columns[name][0]:g} in every row)"
+                        + (f", and so are {len(constant) - 1} more" if len(constant) > 1 else "")
+                        + "; there is nothing to learn from it: leave it out of "
+                        "dataset.features")
+
+
+def assemble(table: Table, spec: DatasetSpec, limits: DataLimits | None = None) -> Dataset:
     """Read the columns `spec` asks for and check them: DataError names every problem."""
+    limits = limits or DataLimits()
+    check_columns(table.columns, table.label, limits)
     features, conditions, weights = resolve_roles(table, spec)
     needed = list(dict.fromkeys(features + conditions + ([weights] if weights else [])))
-    raw = {n: np.asarray(v)[: spec.max_rows] for n, v in table.read(needed, spec.max_rows).items()}
+    _check_known_rows(table, spec, len(needed), limits)
+    raw = _read(table, spec, needed, limits)
 
     n_rows = len(raw[needed[0]])
     if any(len(v) != n_rows for v in raw.values()):
@@ -175,6 +236,9 @@ def assemble(table: Table, spec: DatasetSpec) -> Dataset:
         raise DataError(f"{table.label} holds only {n_rows} rows; at least {MIN_ROWS} are "
                         "needed to train")
     _check_finite(columns, table.label)
+    # The image layout and the true modes describe the builtin's own feature set only.
+    own = table.default_features is not None and features == table.default_features
+    _check_features_vary(columns, features, table, image=own and table.image_shape is not None)
     for name in conditions:
         if name in categories:  # a single category was refused above
             continue
@@ -195,8 +259,6 @@ def assemble(table: Table, spec: DatasetSpec) -> Dataset:
             return np.zeros((n_rows, 0), dtype=np.float32)
         return np.ascontiguousarray(np.stack([columns[n] for n in names], axis=1))
 
-    # The image layout and the true modes describe the builtin's own feature set only.
-    own = table.default_features is not None and features == table.default_features
     return Dataset(
         features=stack(features),
         conditions=stack(conditions),

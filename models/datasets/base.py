@@ -6,7 +6,8 @@ package to validate uploads and list the builtin sets.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+import contextlib
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -20,6 +21,18 @@ MAX_CATEGORIES = 1000
 
 class DataError(ValueError):
     """Any problem with the data (where it lies, its format, its columns, its values)."""
+
+
+@contextlib.contextmanager
+def reading(label: str, fmt: str) -> Iterator[None]:
+    """Wrap the assorted exceptions of the reading libraries into one DataError."""
+    try:
+        yield
+    except DataError:
+        raise
+    except Exception as e:  # noqa: BLE001 - pandas, pyarrow, h5py, uproot each raise their own
+        raise DataError(f"could not read {label} as {fmt}: {type(e).__name__}: "
+                        f"{str(e)[:500]}") from e
 
 
 @dataclass
@@ -70,6 +83,10 @@ class Table:
     spec names no features (a builtin's label columns are no features); `default_conditions`
     apply when a spec names no conditions; `aliases` expand one spec name into several columns.
     `image_shape`, `modes` and `mode_std` hold only when the features are `default_features`.
+
+    `n_rows`: the row count from the file's metadata, when it has one (CSV has not), so the
+    size is checked before reading. `reads_all_columns`: reading any column decompresses every
+    column (an NPZ member), so the cell budget counts them all.
     """
 
     label: str
@@ -81,6 +98,8 @@ class Table:
     image_shape: tuple[int, int, int] | None = None
     modes: np.ndarray | None = None
     mode_std: float | None = None
+    n_rows: int | None = None
+    reads_all_columns: bool = False
 
 
 def shown(names: Sequence[str], limit: int = 40) -> str:

@@ -10,17 +10,13 @@ from models.datasets.assemble import assemble
 from models.datasets.base import DataError, Dataset
 from models.datasets.builtin import builtin_table
 from models.datasets.files import format_of, open_file, resolve_file_uri, sniff_format
-from models.datasets.remote import REMOTE_SCHEMES, fetch
+from models.datasets.limits import DataLimits
+from models.datasets.remote import fetch
+from models.datasets.uri import REMOTE_SCHEMES, parse_dataset_uri
 from models.spec import DatasetSpec
 
 
-def _after_scheme(uri: str) -> str:
-    return uri.split("://", 1)[1].strip("/")
-
-
 def _upload(dataset_id: str, resolver: Callable[[str], Path] | None) -> Path:
-    if not dataset_id:
-        raise DataError("dataset:// URIs name an upload: dataset://ID")
     if resolver is None:
         raise DataError(f"dataset://{dataset_id}: uploads cannot be resolved here")
     try:
@@ -40,6 +36,7 @@ def load_dataset(
     data_roots: Sequence[Path],
     upload_resolver: Callable[[str], Path] | None = None,
     allowed_hosts: Sequence[str] | None = None,
+    limits: DataLimits | None = None,
 ) -> Dataset:
     """Load and validate the data set `spec` describes; DataError for any problem with it.
 
@@ -47,27 +44,33 @@ def load_dataset(
       condition; `digits` takes `conditions: ["digit"]` for its one-hot labels).
     - file:///abs/path: must lie under one of `data_roots` after resolving `..` and symlinks;
       format by extension (.csv, .parquet/.pq, .npy, .npz, .h5/.hdf5, .root), else by content.
-    - dataset://ID: `upload_resolver(ID)` gives the file; format by content (`sniff_format`).
+    - dataset://ID (a UUID): `upload_resolver(ID)` gives the file; format by content only.
     - http(s)://, s3://: host (bucket) must be in `allowed_hosts` (None: none allowed);
       downloaded to a temporary file, then read like a local one.
+
+    The URI is parsed by models.datasets.uri, as the API parses it. `limits` (default
+    DataLimits()) bound the columns, names and cells, checked before the data is read.
 
     Roles: `features` None means every column that is neither a condition nor the weight.
     Weights are returned raw (sWeights may be negative). `max_rows` keeps the first rows.
     """
-    uri = spec.uri
-    scheme = uri.split("://", 1)[0].lower()
-    if scheme == "builtin":
-        return assemble(builtin_table(_after_scheme(uri)), spec)
-    if scheme == "file":
-        path = resolve_file_uri(uri, data_roots)
-        return assemble(open_file(path, format_of(path), spec.table), spec)
-    if scheme == "dataset":
-        dataset_id = _after_scheme(uri)
-        path = _upload(dataset_id, upload_resolver)
-        return assemble(open_file(path, sniff_format(path), spec.table, label=uri), spec)
-    if scheme in REMOTE_SCHEMES:
+    limits = limits or DataLimits()
+    uri = parse_dataset_uri(spec.uri)
+    if uri.scheme == "builtin":
+        return assemble(builtin_table(str(uri.name)), spec, limits)
+    if uri.scheme == "file":
+        path = resolve_file_uri(str(uri.path), data_roots)
+        return assemble(open_file(path, format_of(path), spec.table, limits=limits), spec,
+                        limits)
+    if uri.scheme == "dataset":
+        path = _upload(str(uri.upload_id), upload_resolver)
+        fmt = sniff_format(path, limits, label=uri.raw)
+        return assemble(open_file(path, fmt, spec.table, label=uri.raw, limits=limits), spec,
+                        limits)
+    if uri.scheme in REMOTE_SCHEMES:
         # Everything is read into memory before the temporary folder goes.
         with tempfile.TemporaryDirectory(prefix="gan-data-") as folder:
             path = fetch(uri, allowed_hosts, Path(folder))
-            return assemble(open_file(path, format_of(path), spec.table, label=uri), spec)
-    raise DataError(f"unsupported URI scheme {scheme!r} in {uri!r}")
+            table = open_file(path, format_of(path), spec.table, label=uri.raw, limits=limits)
+            return assemble(table, spec, limits)
+    raise DataError(f"unsupported URI scheme {uri.scheme!r} in {uri.raw!r}")

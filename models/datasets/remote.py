@@ -9,20 +9,20 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
-from urllib.parse import urlparse
 
 from models.datasets.base import DataError
 from models.datasets.files import SUFFIX_FORMATS
+from models.datasets.uri import REMOTE_SCHEMES, DatasetURI, parse_dataset_uri
 
-REMOTE_SCHEMES = ("http", "https", "s3")
+__all__ = ["MAX_DOWNLOAD_BYTES", "REMOTE_SCHEMES", "check_host", "fetch"]
 MAX_DOWNLOAD_BYTES = 8 * 1024**3
 _CHUNK = 1024**2
 
 
-def check_host(uri: str, allowed_hosts: Sequence[str] | None) -> str:
+def check_host(uri: DatasetURI | str, allowed_hosts: Sequence[str] | None) -> str:
     """The URI's host (bucket for s3://), or DataError unless it is allowed."""
-    parsed = urlparse(uri)
-    host = (parsed.hostname or "").lower()
+    parsed = uri if isinstance(uri, DatasetURI) else parse_dataset_uri(uri)
+    host = parsed.host or ""
     allowed = sorted({h.lower() for h in allowed_hosts or ()})
     if not host or host not in allowed:
         what = "bucket" if parsed.scheme == "s3" else "host"
@@ -50,10 +50,11 @@ def _describe(error: BaseException) -> str:
     return f"{type(error).__name__}: {error}"
 
 
-def fetch(uri: str, allowed_hosts: Sequence[str] | None, folder: Path) -> Path:
-    """Download `uri` into `folder`; the file keeps the URI's extension when it has a known one."""
-    check_host(uri, allowed_hosts)
-    scheme = urlparse(uri).scheme
+def fetch(parsed: DatasetURI, allowed_hosts: Sequence[str] | None, folder: Path) -> Path:
+    """Download `parsed` into `folder`; the file keeps the URI's extension when it has a known
+    one (the format then follows it, as for file://: allowed hosts are the operator's)."""
+    check_host(parsed, allowed_hosts)
+    uri, scheme = parsed.raw, parsed.scheme
     if scheme == "s3":
         try:
             import s3fs  # noqa: F401 - fsspec needs it for s3://, say so plainly if absent
@@ -62,7 +63,7 @@ def fetch(uri: str, allowed_hosts: Sequence[str] | None, folder: Path) -> Path:
                             "(pip install 'gan-service[s3]')") from None
     import fsspec
 
-    suffix = PurePosixPath(urlparse(uri).path).suffix.lower()
+    suffix = PurePosixPath(parsed.path or "").suffix.lower()
     target = folder / ("download" + (suffix if suffix in SUFFIX_FORMATS else ""))
     try:
         with fsspec.open(uri, "rb", **_open_options(scheme)) as src, target.open("wb") as dst:

@@ -5,7 +5,9 @@ from __future__ import annotations
 import functools
 import http.server
 import os
+import re
 import threading
+import uuid
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -252,7 +254,7 @@ def test_npz_of_equal_length_vectors_is_a_table(root_dir: Path) -> None:
 def test_pickled_arrays_are_never_loaded(root_dir: Path) -> None:
     path = root_dir / "obj.npy"
     np.save(path, np.array([{"a": 1}] * N, dtype=object), allow_pickle=True)
-    with pytest.raises(DataError, match="could not read .* as npy"):
+    with pytest.raises(DataError, match="holds Python objects .*never loaded"):
         load(file_uri(path), [root_dir])
 
 
@@ -441,8 +443,59 @@ def test_truncated_files_are_wrapped(root_dir: Path, frame: pd.DataFrame, fmt: s
         np.save(path, frame.to_numpy())
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])
-    with pytest.raises(DataError, match=f"could not read {path} as {fmt}"):
+    # NPY: the header is read first, and says what is missing.
+    words = f"{path} is truncated" if fmt == "npy" else f"could not read {path} as {fmt}"
+    with pytest.raises(DataError, match=words):
         load(file_uri(path), [root_dir], features=["a"] if fmt in ("parquet", "root") else None)
+
+
+# --- URIs: one parser for the API and the loader ---------------------------------------------
+
+UPLOAD_ID = "0b1c2d3e-4f50-4a6b-8c7d-9e0f1a2b3c4d"
+
+
+def test_the_parser_gives_each_scheme_its_parts() -> None:
+    from models.datasets import parse_dataset_uri
+
+    assert parse_dataset_uri("builtin://8gaussians").name == "8gaussians"
+    upload = parse_dataset_uri(f"dataset://{UPLOAD_ID}/")
+    assert (upload.scheme, upload.upload_id) == ("dataset", UPLOAD_ID)
+    assert parse_dataset_uri("file:///data/my%20set.csv").path == "/data/my set.csv"
+    remote = parse_dataset_uri("https://Data.Example.org:8443/x.csv?sig=1")
+    assert (remote.host, remote.path) == ("data.example.org", "/x.csv")
+    assert parse_dataset_uri("s3://bucket/key/x.parquet").host == "bucket"
+
+
+@pytest.mark.parametrize(("uri", "words"), [
+    (f"dataset://{UPLOAD_ID}/../x", "by its id alone"),
+    (f"dataset://{UPLOAD_ID}?x=1", "take no query"),
+    ("dataset://ds1", "upload ids are UUIDs"),
+    ("dataset://" + UPLOAD_ID.replace("-", ""), "upload ids are UUIDs"),
+    ("dataset://" + UPLOAD_ID.upper(), "upload ids are UUIDs in lowercase"),
+    ("dataset://", "upload ids are UUIDs"),
+    ("builtin://8gaussians/extra", "name one builtin set"),
+    ("file://host/data/x.csv", "not host 'host'"),
+    ("file:///data/x.csv#frag", "take no query"),
+    ("file:///data/x%00.csv", "control characters"),
+    ("https://user:secret@data.example.org/x.csv", "must not hold credentials"),
+    ("https:///x.csv", "no host"),
+    ("https://data.example.org:99999/x.csv", "malformed data set URI"),
+    ("s3://bucket", "no object key"),
+    ("ftp://example.org/x.csv", "unsupported URI scheme 'ftp'"),
+    ("/data/x.csv", "is not a data set URI"),
+    ("file:///data/x\n.csv", "control characters"),
+    ("https://data.example.org/" + "a" * 5000, "at most 4096"),
+])
+def test_the_parser_refuses_what_no_worker_could_resolve(uri: str, words: str) -> None:
+    from models.datasets import InvalidURI, parse_dataset_uri
+
+    with pytest.raises(InvalidURI, match=re.escape(words)) as refused:
+        parse_dataset_uri(uri)
+    assert len(str(refused.value)) < 400  # a hostile URI is never echoed whole
+    if uri.startswith(("dataset:", "file:", "builtin:", "https:", "s3:")):  # DatasetSpec's
+        # The loader parses with the same function: the same refusal, before any lookup.
+        with pytest.raises(DataError, match=re.escape(words)):
+            load_dataset(DatasetSpec(uri=uri), data_roots=[], upload_resolver=lambda _: Path())
 
 
 # --- uploads and sniffing ---------------------------------------------------------------------
@@ -452,14 +505,15 @@ def test_uploads_are_read_by_content(tmp_path: Path, frame: pd.DataFrame) -> Non
     store = tmp_path / "store"
     store.mkdir()
     frame.to_parquet(store / "blob")  # no extension: the content decides
-    resolver = {"ds1": store / "blob"}.__getitem__
-    d = load_dataset(DatasetSpec(uri="dataset://ds1", features=["a"]), data_roots=[],
+    ds1, ds2 = str(uuid.uuid4()), str(uuid.uuid4())
+    resolver = {ds1: store / "blob"}.__getitem__
+    d = load_dataset(DatasetSpec(uri=f"dataset://{ds1}", features=["a"]), data_roots=[],
                      upload_resolver=resolver)
     np.testing.assert_allclose(d.features[:, 0], frame["a"], rtol=1e-6)
-    with pytest.raises(DataError, match="no uploaded data set 'ds2'"):
-        load_dataset(DatasetSpec(uri="dataset://ds2"), data_roots=[], upload_resolver=resolver)
+    with pytest.raises(DataError, match=f"no uploaded data set '{ds2}'"):
+        load_dataset(DatasetSpec(uri=f"dataset://{ds2}"), data_roots=[], upload_resolver=resolver)
     with pytest.raises(DataError, match="cannot be resolved"):
-        load_dataset(DatasetSpec(uri="dataset://ds1"), data_roots=[])
+        load_dataset(DatasetSpec(uri=f"dataset://{ds1}"), data_roots=[])
 
 
 def test_sniff_format_by_magic_bytes(tmp_path: Path, frame: pd.DataFrame) -> None:
