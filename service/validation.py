@@ -7,7 +7,6 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlparse
 
 import numpy as np
 
@@ -20,67 +19,57 @@ from service.problems import invalid
 
 URI_LOC: list[str | int] = ["body", "dataset", "uri"]
 
-# The builtin toy sets (docs/internals.md); models.datasets.BUILTINS wins when it exists.
-KNOWN_BUILTINS = ("8gaussians", "25gaussians", "swissroll", "conditional-ring", "digits")
-
-
 def builtin_names() -> tuple[str, ...]:
-    try:  # torch-free module, but written by others: fall back to the documented list
-        from models.datasets import builtin
+    """The builtin sets a worker serves (models.datasets.BUILTINS)."""
+    from models.datasets import BUILTINS
 
-        names = getattr(builtin, "BUILTINS", None)
-        if names:
-            return tuple(names)
-    except ImportError:
-        pass
-    return KNOWN_BUILTINS
+    return tuple(BUILTINS)
 
 
-def _under(path: Path, roots: list[Path]) -> bool:
+def _under(path: str, roots: Sequence[Path]) -> bool:
+    from models.datasets.files import is_under
+
     real = os.path.realpath(path)
-    for root in roots:
-        root_real = os.path.realpath(root)
-        if real == root_real or real.startswith(root_real.rstrip(os.sep) + os.sep):
-            return True
-    return False
+    return any(is_under(real, Path(root)) for root in roots)
 
 
 def check_dataset_uri(uri: str, settings: Settings, records: Records) -> None:
-    """Raise a 422 Problem when a worker would refuse the URI (or could not find it)."""
-    parsed = urlparse(uri)
-    scheme = parsed.scheme
-    if scheme == "builtin":
-        name = parsed.netloc or parsed.path.lstrip("/")
+    """Raise a 422 Problem when a worker would refuse the URI (or could not find it).
+
+    The URI is parsed by models.datasets.uri, the parser the worker's loader uses: what
+    passes here, the worker can resolve (dataset://ID/../x is refused here, not there)."""
+    from models.datasets import InvalidURI, parse_dataset_uri
+
+    try:
+        parsed = parse_dataset_uri(uri)
+    except InvalidURI as exc:
+        raise invalid(str(exc), URI_LOC) from exc
+    if parsed.scheme == "builtin":
         names = builtin_names()
-        if name not in names:
-            raise invalid(f"unknown builtin data set {name!r}; builtins: {', '.join(names)}",
-                          URI_LOC)
-    elif scheme == "file":
-        if parsed.netloc not in ("", "localhost"):
-            raise invalid(f"file:// URIs name a local path (file:///abs/path), not host "
-                          f"{parsed.netloc!r}", URI_LOC)
-        path = Path(unquote(parsed.path))
+        if parsed.name not in names:
+            raise invalid(f"unknown builtin data set {parsed.name!r}; builtins: "
+                          f"{', '.join(names)}", URI_LOC)
+    elif parsed.scheme == "file":
+        path = str(parsed.path)
         roots = list(settings.DATA_ROOTS)
-        if not path.is_absolute() or not _under(path, roots):
+        if not _under(path, roots):
             shown = ", ".join(str(r) for r in roots) or "(none configured)"
             raise invalid(f"{uri} is outside the allowed data roots ({shown}); set DATA_ROOTS "
                           "or upload the file with POST /v1/datasets", URI_LOC)
         if not Path(os.path.realpath(path)).is_file():
             raise invalid(f"no such file: {path}", URI_LOC)
-    elif scheme == "dataset":
-        dataset_id = parsed.netloc or parsed.path.lstrip("/")
+    elif parsed.scheme == "dataset":
+        dataset_id = str(parsed.upload_id)
         if records.get_dataset(dataset_id) is None:
             raise invalid(f"no uploaded data set {dataset_id!r} (POST /v1/datasets first)",
                           URI_LOC)
-    elif scheme in ("http", "https", "s3"):
-        host = (parsed.hostname or "").lower()
+    else:  # http, https, s3: the parser admits no other scheme
         allowed = [h.lower() for h in settings.ALLOWED_HOSTS]
-        if not host or host not in allowed:
-            what = "bucket" if scheme == "s3" else "host"
-            raise invalid(f"{what} {host!r} is not allowed for {scheme}:// data sets; allowed: "
-                          f"{', '.join(allowed) or '(none: set ALLOWED_HOSTS)'}", URI_LOC)
-    else:
-        raise invalid(f"unsupported URI scheme {scheme!r}", URI_LOC)
+        if parsed.host not in allowed:
+            what = "bucket" if parsed.scheme == "s3" else "host"
+            raise invalid(f"{what} {parsed.host!r} is not allowed for {parsed.scheme}:// data "
+                          f"sets; allowed: {', '.join(allowed) or '(none: set ALLOWED_HOSTS)'}",
+                          URI_LOC)
 
 
 def condition_column(model: LoadedModel, name: str, values: Sequence[object],

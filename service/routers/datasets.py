@@ -1,4 +1,11 @@
-"""/v1/datasets: upload a file, get a dataset:// URI to train on."""
+"""/v1/datasets: upload a file, get a dataset:// URI to train on.
+
+An upload is typed by its content and inspected before it is stored
+(models.datasets.inspect_upload: HDF5 links and external storage, zip bombs, wide or badly
+named columns...), so a user learns at once what is wrong (422). It is stored under a
+neutral name (`uploads/<id>/data`): its reading never depends on the name the user gave,
+which is kept in the database for display only.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +20,7 @@ from fastapi import APIRouter, File, Request, Response, UploadFile
 from starlette.concurrency import run_in_threadpool
 
 from models.artifacts import upload_key
+from models.datasets import DataLimits, inspect_upload, sniff_format
 from service.auth import PrincipalDep
 from service.deps import RecordsDep, SettingsDep, StoreDep
 from service.problems import Problem, invalid, not_found
@@ -21,11 +29,8 @@ from service.schemas import DatasetOut
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
 
 _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
-SNIFF_EXTENSIONS = {
-    ".csv": "csv", ".tsv": "csv", ".parquet": "parquet", ".pq": "parquet", ".npy": "npy",
-    ".npz": "npz", ".h5": "hdf5", ".hdf5": "hdf5", ".root": "root", ".feather": "arrow",
-    ".arrow": "arrow",
-}
+# The stored file's name, for every upload: a name like x.zip must not change how it is read.
+STORED_NAME = "data"
 
 
 def safe_filename(name: str | None) -> str:
@@ -34,17 +39,12 @@ def safe_filename(name: str | None) -> str:
     return base[-200:]
 
 
-def sniff(path: Path, filename: str) -> str:
-    """The file's format, by content (models.datasets.sniff_format); ValueError if unusable."""
-    try:
-        from models.datasets import sniff_format
-    except ImportError:  # the loaders are not there yet: trust the extension
-        fmt = SNIFF_EXTENSIONS.get(Path(filename).suffix.lower())
-        if fmt is None:
-            raise ValueError(f"unsupported file type {Path(filename).suffix!r}; "
-                             f"use one of {', '.join(sorted(SNIFF_EXTENSIONS))}") from None
-        return fmt
-    return str(sniff_format(path))
+def sniff(path: Path, filename: str, limits: DataLimits) -> str:
+    """The file's format by content, then every check that needs no job spec; DataError (a
+    ValueError) names what is wrong."""
+    fmt = str(sniff_format(path, limits, label=filename))
+    inspect_upload(path, fmt, limits, label=filename)
+    return fmt
 
 
 def _to_out(row: dict) -> DatasetOut:
@@ -73,7 +73,7 @@ async def upload_dataset(
     digest = hashlib.sha256()
     size = 0
     with tempfile.TemporaryDirectory(prefix="upload-") as tmp:
-        local = Path(tmp) / filename
+        local = Path(tmp) / STORED_NAME
         with open(local, "wb") as out:
             while chunk := await file.read(1 << 20):
                 size += len(chunk)
@@ -85,11 +85,12 @@ async def upload_dataset(
         if size == 0:
             raise invalid("the uploaded file is empty", ["body", "file"])
         try:
-            fmt = await run_in_threadpool(sniff, local, filename)
+            fmt = await run_in_threadpool(sniff, local, filename,
+                                          DataLimits.from_settings(settings))
         except (ValueError, OSError) as exc:
             raise invalid(f"unreadable data file {filename!r}: {exc}", ["body", "file"]) from exc
         dataset_id = str(uuid.uuid4())
-        uri = await run_in_threadpool(store.put_file, local, upload_key(dataset_id, filename))
+        uri = await run_in_threadpool(store.put_file, local, upload_key(dataset_id, STORED_NAME))
     row = await run_in_threadpool(
         lambda: records.create_dataset(dataset_id, filename=filename, artifact_uri=uri,
                                        format=fmt, size=size, sha256=digest.hexdigest(),
