@@ -113,8 +113,9 @@ class JobProcess:
         """The messages that arrive within `timeout` seconds (none at EOF)."""
         if self.eof:
             return []
-        ready, _, _ = select.select([self._fd], [], [], timeout)
-        if not ready:
+        poller = select.poll()  # not select(): fine with descriptor numbers above 1024
+        poller.register(self._fd, select.POLLIN | select.POLLHUP)
+        if not poller.poll(timeout * 1000):
             return []
         chunk = os.read(self._fd, 1 << 16)
         if not chunk:

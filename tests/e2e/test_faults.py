@@ -229,6 +229,32 @@ def test_api_restart_while_a_job_runs(live_stack: type[LiveStack], tmp_path: Pat
     assert_ran_once(stack, job["id"], 200)
 
 
+def test_cancel_through_the_api_reaches_a_wedged_data_load(live_stack: type[LiveStack],
+                                                          tmp_path: Path) -> None:
+    """The job's data loading never returns and never looks at the stop flag (the
+    GAN_TEST_HANG_IN seam, as a read that blocks forever): a cancel through the API still ends
+    it `cancelled` within JOB_STOP_GRACE_SECONDS and a few seconds, and the worker lives on."""
+    stack = live_stack(tmp_path, f"sqlite:///{tmp_path / 'gan.db'}", GAN_TEST_HANG_IN="load",
+                       JOB_STOP_GRACE_SECONDS="3", **STEADY)
+    stack.start_api()
+    worker = stack.start_worker()
+    job = stack.submit(spec(steps=20))
+    marker = tmp_path / "work" / "jobs" / job["id"] / "hang.load"
+    deadline = time.monotonic() + 90
+    while not marker.exists():
+        assert time.monotonic() < deadline, stack.logs()
+        time.sleep(0.2)
+    asked = time.monotonic()
+    r = stack.client.post(f"/v1/jobs/{job['id']}/cancel")
+    assert r.status_code == 202 and r.json()["status"] == "cancelling", r.text
+    done = stack.wait(job["id"], ["cancelled", "failed", "succeeded"], timeout=30)
+    assert done["status"] == "cancelled", (done, stack.logs())
+    assert time.monotonic() - asked < 3 + 8
+    assert worker.poll() is None and "did not stop within JOB_STOP_GRACE_SECONDS" in \
+        stack.log("worker0")
+    assert not job_processes_of(stack)
+
+
 def test_broken_files_fail_clearly_and_the_worker_stays_up(live_stack: type[LiveStack],
                                                            tmp_path: Path) -> None:
     """Hostile data files through the real worker: each job `failed` with the loader's
