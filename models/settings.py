@@ -22,13 +22,20 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 SEVEN_DAYS = 7 * 24 * 3600
 
 
+# RLIMIT_AS counts address space, not resident memory: a job process maps ~1 GB once torch is
+# imported and onnxruntime's threads reserve more: at 1.25 GB the smallest job fails (measured).
+MIN_DEFAULT_JOB_MEMORY_LIMIT = 2 * 1024**3
+
+
 def _half_of_ram() -> int:
     """JOB_MEMORY_LIMIT_BYTES's default: room for one job, with the rest left to the OS and
-    the worker. 0 (no limit) where the size of the RAM cannot be read."""
+    the worker, and at least MIN_DEFAULT_JOB_MEMORY_LIMIT. 0 (no limit) where the size of the
+    RAM cannot be read."""
     try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2
+        half = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2
     except (ValueError, OSError, AttributeError):
         return 0
+    return max(half, MIN_DEFAULT_JOB_MEMORY_LIMIT)
 
 
 def _split(value: Any) -> Any:
