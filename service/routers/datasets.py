@@ -23,7 +23,8 @@ from models.artifacts import upload_key
 from models.datasets import DataLimits, inspect_upload, sniff_format
 from service.auth import PrincipalDep
 from service.deps import RecordsDep, SettingsDep, StoreDep
-from service.problems import Problem, invalid, not_found
+from service.ownership import visible_dataset
+from service.problems import Problem, invalid
 from service.schemas import DatasetOut
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
@@ -101,8 +102,6 @@ async def upload_dataset(
 
 
 @router.get("/{dataset_id}", response_model=DatasetOut)
-def get_dataset(dataset_id: str, records: RecordsDep) -> DatasetOut:
-    row = records.get_dataset(dataset_id)
-    if row is None:
-        raise not_found("dataset", dataset_id)
-    return _to_out(row)
+def get_dataset(dataset_id: str, records: RecordsDep, principal: PrincipalDep) -> DatasetOut:
+    """An upload of this key (any upload for an admin); another key's: 404."""
+    return _to_out(visible_dataset(records, dataset_id, principal))

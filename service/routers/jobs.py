@@ -2,29 +2,24 @@
 
 from __future__ import annotations
 
-import asyncio
-import json
-import time
-from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
-from models.records import CANCELLED, CANCELLING, QUEUED, RUNNING, STATUSES, TERMINAL
+from models.records import CANCELLED, STATUSES, TERMINAL, QuotaExceeded
 from models.spec import JobSpec
 from service.auth import Principal, PrincipalDep
 from service.celery_client import send_train
-from service.deps import RecordsDep, SenderDep, SettingsDep
-from service.problems import Problem, invalid, not_found
+from service.deps import RecordsDep, SenderDep, ServicesDep, SettingsDep
+from service.ownership import check_upload_owner, visible_job
+from service.problems import Problem, invalid
 from service.schemas import JobList, JobOut, JobStatus
 from service.validation import check_dataset_uri, check_job_resources
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
-SSE_POLL_SECONDS = 0.5
-SSE_KEEPALIVE_SECONDS = 15.0
 
 
 @router.post("", status_code=202, response_model=JobOut,
@@ -47,20 +42,19 @@ def submit_job(
     if spec.training.steps > settings.MAX_TRAINING_STEPS:
         raise invalid(f"training.steps={spec.training.steps} is above MAX_TRAINING_STEPS="
                       f"{settings.MAX_TRAINING_STEPS}", ["body", "training", "steps"])
-    if principal.owner is not None:
-        _, active = records.list_jobs(status=[QUEUED, RUNNING, CANCELLING],
-                                      owner=principal.owner, limit=1)
-        if active >= settings.MAX_QUEUED_JOBS_PER_KEY:
-            raise Problem(429, f"this API key has {active} queued or running jobs; "
-                          f"MAX_QUEUED_JOBS_PER_KEY={settings.MAX_QUEUED_JOBS_PER_KEY}",
-                          title="Too many jobs", type="too-many-jobs",
-                          headers={"Retry-After": "60"})
     check_dataset_uri(spec.dataset.uri, settings, records)
     check_job_resources(spec, settings)
-    job, created = records.create_job(
-        spec.model_dump(mode="json"), spec_hash, idempotency_key=idempotency_key,
-        owner=principal.owner,
-    )
+    check_upload_owner(spec.dataset.uri, records, principal)
+    try:
+        job, created = records.create_job(
+            spec.model_dump(mode="json"), spec_hash, idempotency_key=idempotency_key,
+            owner=principal.owner, max_active=settings.MAX_QUEUED_JOBS_PER_KEY,
+        )
+    except QuotaExceeded as exc:
+        raise Problem(429, f"this API key has {exc.active} queued or running jobs; "
+                      f"MAX_QUEUED_JOBS_PER_KEY={settings.MAX_QUEUED_JOBS_PER_KEY}",
+                      title="Too many jobs", type="too-many-jobs",
+                      headers={"Retry-After": "60"}) from exc
     if not created:
         return _replay(job, spec_hash, response, principal)
     send_train(sender, settings, job["id"])
@@ -104,14 +98,6 @@ def get_job(job_id: str, records: RecordsDep, principal: PrincipalDep) -> JobOut
     return JobOut.from_row(visible_job(records, job_id, principal))
 
 
-def visible_job(records: RecordsDep, job_id: str, principal: Principal) -> dict:
-    """The job, or 404 when there is none or it belongs to another (non-admin) key."""
-    job = records.get_job(job_id)
-    if job is None or not principal.can_see(job["owner"]):
-        raise not_found("job", job_id)
-    return job
-
-
 @router.post("/{job_id}/cancel", response_model=JobOut,
              responses={202: {"description": "running: the worker stops at its next step"}})
 def cancel_job(job_id: str, records: RecordsDep, principal: PrincipalDep) -> JSONResponse:
@@ -138,60 +124,35 @@ async def job_events(
     job_id: str,
     request: Request,
     records: RecordsDep,
+    services: ServicesDep,
     principal: PrincipalDep,
     last_event_id: Annotated[str | None, Header()] = None,
 ) -> StreamingResponse:
     """Server-sent events: the progress history from the start (or after `Last-Event-ID`),
-    then live; the stream ends with an `end` event carrying the final job."""
+    then live; the stream ends with an `end` event carrying the final job. One API key may
+    hold MAX_EVENT_STREAMS_PER_KEY streams at once."""
     await run_in_threadpool(visible_job, records, job_id, principal)
-    try:
-        after = int(last_event_id) if last_event_id else 0
-    except ValueError as exc:
-        raise invalid("Last-Event-ID must be an event id sent by this stream",
-                      ["header", "last-event-id"]) from exc
-
-    async def stream() -> AsyncIterator[str]:
-        last_id = after
-        last_status = None
-        last_sent = time.monotonic()
-        yield "retry: 2000\n\n"
-        while True:
-            events = await run_in_threadpool(records.events_since, job_id, last_id)
-            for ev in events:
-                last_id = ev["id"]
-                yield _progress_event(ev)
-                last_sent = time.monotonic()
-            current = await run_in_threadpool(records.get_job, job_id)
-            if current is None:  # deleted under us
-                return
-            body = JobOut.from_row(current).model_dump_json()
-            if current["status"] in TERMINAL:
-                # Events written between the two reads above come first.
-                for ev in await run_in_threadpool(records.events_since, job_id, last_id):
-                    yield _progress_event(ev)
-                yield f"event: end\ndata: {body}\n\n"
-                return
-            if current["status"] != last_status:
-                last_status = current["status"]
-                yield f"event: status\ndata: {body}\n\n"
-                last_sent = time.monotonic()
-            if time.monotonic() - last_sent > SSE_KEEPALIVE_SECONDS:
-                yield ": keep-alive\n\n"
-                last_sent = time.monotonic()
-            if await request.is_disconnected():
-                return
-            await asyncio.sleep(SSE_POLL_SECONDS)
-
+    after = _event_id(last_event_id)
+    stream = services.events.open(job_id, after, principal.owner, request.is_disconnected,
+                                  lambda job: JobOut.from_row(job).model_dump_json())
     return StreamingResponse(
-        stream(), media_type="text/event-stream",
+        stream, media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
 
 
-def _progress_event(ev: dict) -> str:
-    data = {"step": ev["step"], "total_steps": ev["total_steps"], "losses": ev["losses"],
-            "metrics": ev["metrics"], "attempt": ev["attempt"]}
-    return f"id: {ev['id']}\nevent: progress\ndata: {json.dumps(data)}\n\n"
+MAX_EVENT_ID = 2**63 - 1  # the largest id a 64-bit integer column holds
+
+
+def _event_id(header: str | None) -> int:
+    """Last-Event-ID as the event id it must be (0 without the header); 422 otherwise."""
+    if not header:
+        return 0
+    text = header.strip()
+    if not text.isdigit() or len(text) > 19 or int(text) > MAX_EVENT_ID:
+        raise invalid("Last-Event-ID must be an event id sent by this stream (an integer "
+                      f"0..{MAX_EVENT_ID})", ["header", "last-event-id"])
+    return int(text)
 
 
 __all__ = ["router", "STATUSES"]
