@@ -11,220 +11,31 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Annotated, Any, ClassVar, Literal, get_args
+from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, Strict, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
-# Numbers in a spec are numbers: `"steps": true` or `"steps": 5.5` is refused, not read as 1 or
-# 5, and every float is finite (JSON's Infinity and NaN are refused, _Strict).
-Int = Annotated[int, Strict()]
-Float = Annotated[float, Strict()]
-# Upper bounds: far above any sensible value, low enough that no float overflows in training.
-MAX_LR = 10.0
-MAX_PENALTY = 1e6
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
-
-
-# ---------------------------------------------------------------------------------------------
-# Objectives: one params class per objective, told apart by `name`.
-# ---------------------------------------------------------------------------------------------
-
-
-class Recipe(_Strict):
-    """A named set of settings for one objective. Each value fills a field that the spec left
-    out (null); a field the spec sets is never overridden. `objective` holds the objective's own
-    parameters, `training` fields of TrainingSpec, `critic` fields of the critic's NetSpec."""
-
-    description: str
-    objective: dict[str, Any] = Field(default_factory=dict)
-    training: dict[str, Any] = Field(default_factory=dict)
-    critic: dict[str, Any] = Field(default_factory=dict)
-
-
-RECIPE_NAMES = ("default", "paper")
-
-# What every objective's "default" recipe shares: the settings validated on the toy sets within a
-# CPU budget (docs: "Quality on the toy sets"); each objective's recipes start from these.
-VALIDATED_TRAINING: dict[str, Any] = {
-    "optimizer": "adam", "lr_g": 5e-4, "lr_d": 5e-4, "betas": (0.5, 0.999), "n_critic": 1,
-    "batch_size": 1024, "lr_schedule": "linear", "ema": 0.99,
-}
-
-
-def _default(description: str, objective: dict[str, Any] | None = None,
-             critic: dict[str, Any] | None = None, **training: Any) -> Recipe:
-    return Recipe(description=description, objective=objective or {},
-                  training=VALIDATED_TRAINING | training, critic=critic or {})
-
-
-def _paper(description: str, objective: dict[str, Any] | None = None,
-           critic: dict[str, Any] | None = None, **training: Any) -> Recipe:
-    base = {"batch_size": 256, "lr_schedule": "constant", "ema": 0.0, "betas": (0.9, 0.999),
-            "momentum": 0.0}
-    return Recipe(description=description, objective=objective or {},
-                  training=base | training, critic=critic or {})
-
-
-class _ObjectiveParams(_Strict):
-    """An objective's parameters; `recipes` name complete sets of settings (RECIPE_NAMES)."""
-
-    recipes: ClassVar[dict[str, Recipe]]
-
-
-# ---------------------------------------------------------------------------------------------
-# Objectives: one params class per objective, told apart by `name`. Parameters left null take
-# the value of the job's recipe (training.recipe).
-# ---------------------------------------------------------------------------------------------
-
-
-class MinimaxParams(_ObjectiveParams):
-    """Goodfellow et al. 2014, the saturating generator loss E log(1 - D(G(z)))."""
-
-    name: Literal["minimax"]
-    recipes: ClassVar[dict[str, Recipe]] = {
-        "default": _default("leaky-ReLU critic, Adam 5e-4 (0.5, 0.999), batch 256, linear "
-                            "lr decay, EMA 0.99", critic={"activation": "leaky_relu"},
-                            batch_size=256),
-        "paper": _paper("Goodfellow 2014: k=1 discriminator step, SGD with momentum",
-                        optimizer="sgd", lr_g=1e-2, lr_d=1e-2, momentum=0.5, n_critic=1),
-    }
-
-
-class NSGANParams(_ObjectiveParams):
-    """Non-saturating GAN: the generator minimises -E log D(G(z))."""
-
-    name: Literal["nsgan"]
-    recipes: ClassVar[dict[str, Recipe]] = {
-        "default": _default("leaky-ReLU critic, Adam 5e-4 (0.5, 0.999), batch 256, linear "
-                            "lr decay, EMA 0.99", critic={"activation": "leaky_relu"},
-                            batch_size=256),
-        "paper": _paper("DCGAN (Radford 2015): Adam 2e-4, beta1 0.5", optimizer="adam",
-                        lr_g=2e-4, lr_d=2e-4, betas=(0.5, 0.999), n_critic=1),
-    }
-
-
-class LSGANParams(_ObjectiveParams):
-    """Least-squares GAN (Mao et al. 2017), targets a=0 (fake), b=1 (real), c=1."""
-
-    name: Literal["lsgan"]
-    recipes: ClassVar[dict[str, Recipe]] = {
-        "default": _default("ReLU critic, Adam 5e-4 (0.5, 0.999), batch 256, linear lr "
-                            "decay, EMA 0.99", batch_size=256),
-        "paper": _paper("Mao 2017: Adam 2e-4, beta1 0.5", optimizer="adam", lr_g=2e-4,
-                        lr_d=2e-4, betas=(0.5, 0.999), n_critic=1),
-    }
-
-
-Divergence = Literal["kl", "reverse_kl", "pearson", "neyman", "hellinger", "js", "gan"]
-
-
-class FGANParams(_ObjectiveParams):
-    """f-GAN (Nowozin et al. 2016). `generator_loss`: the paper's practical step -E g_f(V)
-    ("practical") or the saddle-point step E f*(g_f(V)) ("saddle")."""
-
-    name: Literal["fgan"]
-    divergence: Divergence = "js"
-    generator_loss: Literal["practical", "saddle"] = "practical"
-    recipes: ClassVar[dict[str, Recipe]] = {
-        "default": _default("leaky-ReLU critic, Adam 5e-4 (0.5, 0.999), batch 256, linear "
-                            "lr decay, EMA 0.99", critic={"activation": "leaky_relu"},
-                            batch_size=256),
-        "paper": _paper("Nowozin 2016: Adam 2e-4, beta1 0.5", optimizer="adam", lr_g=2e-4,
-                        lr_d=2e-4, betas=(0.5, 0.999), n_critic=1),
-    }
-
-
-class WGANParams(_ObjectiveParams):
-    """WGAN with weight clipping (Arjovsky et al. 2017): every critic weight in [-clip, clip]."""
-
-    name: Literal["wgan"]
-    clip: Float | None = Field(None, gt=0, le=1e3)
-    recipes: ClassVar[dict[str, Recipe]] = {
-        "default": _default("validated on the toy sets: RMSProp 5e-4 (momentum-free, as the "
-                            "paper advises for clipping), n_critic 5, linear decay, EMA",
-                            objective={"clip": 0.01}, optimizer="rmsprop", n_critic=5,
-                            batch_size=256),
-        "paper": _paper("Arjovsky 2017: RMSProp 5e-5, c=0.01, m=64, n_critic 5",
-                        objective={"clip": 0.01}, optimizer="rmsprop", lr_g=5e-5, lr_d=5e-5,
-                        n_critic=5, batch_size=64),
-    }
-
-
-class WGANGPParams(_ObjectiveParams):
-    """WGAN-GP (Gulrajani et al. 2017); `one_sided` penalises only norms above 1."""
-
-    name: Literal["wgan-gp"]
-    gp_lambda: Float | None = Field(None, ge=0, le=MAX_PENALTY)
-    one_sided: bool = False
-    recipes: ClassVar[dict[str, Recipe]] = {
-        "default": _default("validated on the toy sets: gp_lambda 1, n_critic 2, Adam 1e-3 "
-                            "(0, 0.9), batch 1024, linear lr decay, EMA 0.99",
-                            objective={"gp_lambda": 1.0}, n_critic=2, betas=(0.0, 0.9),
-                            lr_g=1e-3, lr_d=1e-3),
-        "paper": _paper("Gulrajani 2017: lambda 10, n_critic 5, Adam 1e-4 (0, 0.9)",
-                        objective={"gp_lambda": 10.0}, optimizer="adam", lr_g=1e-4,
-                        lr_d=1e-4, betas=(0.0, 0.9), n_critic=5, batch_size=256),
-    }
-
-
-class CramerParams(_ObjectiveParams):
-    """Cramér GAN (Bellemare et al. 2017, Algorithm 1); the critic maps to R^feature_dim."""
-
-    name: Literal["cramer"]
-    gp_lambda: Float | None = Field(None, ge=0, le=MAX_PENALTY)
-    feature_dim: Int = Field(256, ge=1, le=4096)
-    recipes: ClassVar[dict[str, Recipe]] = {
-        "default": _default("validated on the toy sets: gp_lambda 0.01, one critic step at "
-                            "twice the generator's lr, linear lr decay, EMA",
-                            objective={"gp_lambda": 0.01}, lr_d=1e-3, batch_size=512,
-                            betas=(0.0, 0.9)),
-        "paper": _paper("Bellemare 2017: lambda 10, n_critic 5, Adam 1e-4 (0, 0.9)",
-                        objective={"gp_lambda": 10.0}, optimizer="adam", lr_g=1e-4,
-                        lr_d=1e-4, betas=(0.0, 0.9), n_critic=5),
-    }
-
-
-class HingeParams(_ObjectiveParams):
-    """Hinge loss (Lim & Ye 2017; Miyato et al. 2018): D min E relu(1-V(x)) + E relu(1+V(G(z)));
-    its critic is spectrally normalised unless the spec says otherwise (SN-GAN)."""
-
-    name: Literal["hinge"]
-    recipes: ClassVar[dict[str, Recipe]] = {
-        "default": _default("spectral-norm leaky-ReLU critic, Adam 5e-4 (0.5, 0.999), batch "
-                            "256, linear lr decay, EMA 0.99",
-                            critic={"spectral_norm": True, "activation": "leaky_relu"},
-                            batch_size=256),
-        "paper": _paper("Miyato 2018 (SN-GAN): spectral norm, Adam 2e-4 (0, 0.9), n_dis 5",
-                        critic={"spectral_norm": True}, optimizer="adam", lr_g=2e-4,
-                        lr_d=2e-4, betas=(0.0, 0.9), n_critic=5, batch_size=64),
-    }
-
-
-OBJECTIVE_PARAMS: tuple[type[_ObjectiveParams], ...] = (
-    MinimaxParams, NSGANParams, LSGANParams, FGANParams, WGANParams, WGANGPParams,
-    CramerParams, HingeParams,
+from models.objectives import PARAMS
+from models.objectives.params import (
+    MAX_LR,
+    RECIPE_NAMES,
+    Float,
+    Int,
+    ObjectiveParams,
+    Recipe,
 )
+from models.objectives.params import StrictModel as _Strict
 
-ObjectiveSpec = Annotated[
-    MinimaxParams
-    | NSGANParams
-    | LSGANParams
-    | FGANParams
-    | WGANParams
-    | WGANGPParams
-    | CramerParams
-    | HingeParams,
-    Field(discriminator="name"),
-]
+# ---------------------------------------------------------------------------------------------
+# Objectives: each declared in its own file of models/objectives (its parameters and recipes);
+# the union of their parameters, told apart by `name`, is read from the registry.
+# ---------------------------------------------------------------------------------------------
 
-OBJECTIVE_NAMES = tuple(
-    get_args(cls.model_fields["name"].annotation)[0] for cls in OBJECTIVE_PARAMS
-)
+OBJECTIVE_PARAMS: tuple[type[ObjectiveParams], ...] = tuple(PARAMS.values())
+ObjectiveSpec = Annotated[Union[OBJECTIVE_PARAMS], Field(discriminator="name")]  # noqa: UP007
+OBJECTIVE_NAMES: tuple[str, ...] = tuple(PARAMS)
 OBJECTIVE_RECIPES: dict[str, dict[str, Recipe]] = {
-    name: cls.recipes for name, cls in zip(OBJECTIVE_NAMES, OBJECTIVE_PARAMS, strict=True)
+    name: params.recipes for name, params in PARAMS.items()
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -477,3 +288,8 @@ class JobSpec(_Strict):
         """sha256 of the canonical JSON of the fully resolved spec."""
         canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+__all__ = ["OBJECTIVE_NAMES", "OBJECTIVE_PARAMS", "OBJECTIVE_RECIPES", "RECIPE_NAMES",
+           "ArchitectureSpec", "DatasetSpec", "JobSpec", "NetSpec", "ObjectiveSpec", "Recipe",
+           "TrainingSpec", "auto_latent_dim"]

@@ -166,6 +166,15 @@ def train(
         a_all = torch.as_tensor(cond_tf.forward(data.conditions), dtype=torch.float32, device=device)
         n_conditions = a_all.shape[1]  # a categorical condition: its K one-hot columns
     w_all = _normalised_weights(weights, device)
+    # Non-negative weights: batches are drawn with probability proportional to the weight
+    # (importance resampling), so every row of a batch counts once. The weighted law is the
+    # same, E_w[f] = E_{i ~ w}[f], with far less variance per batch than uniform rows times
+    # their weights (measured on splot-toy: docs/quality.md). Signed weights cannot be
+    # probabilities: their batches are uniform and every loss term carries the weight.
+    w_cdf = None
+    if w_all is not None and bool((w_all >= 0).all()):
+        w_cdf = torch.cumsum(w_all.double(), 0)
+        w_cdf = (w_cdf / w_cdf[-1]).float()
 
     # --- models and optimisers ----------------------------------------------------------------
     objective = get_objective(spec.objective)
@@ -271,6 +280,10 @@ def train(
 
     def batch() -> tuple[Tensor, Tensor | None, Tensor | None]:
         # Sampling with replacement from the global RNG keeps resume exact: no epoch state.
+        if w_cdf is not None:
+            u = torch.rand(t.batch_size, device=device)
+            idx = torch.searchsorted(w_cdf, u).clamp_(max=n_rows - 1)
+            return x_all[idx], a_all[idx] if a_all is not None else None, None
         idx = torch.randint(0, n_rows, (t.batch_size,), device=device)
         return (
             x_all[idx],
@@ -335,8 +348,8 @@ def train(
                 step=done,
                 total_steps=t.steps,
                 losses={"critic": d_loss.item(), "generator": g_loss.item()}
-                | {f"critic/{k}": v for k, v in d_logs.items()}
-                | {f"generator/{k}": v for k, v in g_logs.items()},
+                | {f"critic/{k}": float(v) for k, v in d_logs.items()}
+                | {f"generator/{k}": float(v) for k, v in g_logs.items()},
                 metrics={"steps_per_second": rate,
                          "eta_seconds": (t.steps - done) / rate if rate > 0 else 0.0}
                 | ({"referee_auc": referee_auc} if referee_auc is not None else {})

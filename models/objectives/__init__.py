@@ -1,34 +1,55 @@
-"""Objectives by name. Adding one: a params class in models/spec.py, a file here, a line below."""
+"""Objectives by name. Each lives in one file that declares its parameters (with their
+recipes) and its losses, and registers both (`models.objectives.registry.register`); the job
+spec's union of parameters, the names and the recipes are read from the registry.
+
+Adding an objective: one file here and one line in OBJECTIVE_MODULES below, or, without
+touching this package, a module named in the environment variable GAN_OBJECTIVE_MODULES
+(comma-separated import paths), imported by the API and the worker alike. Torch-free: the
+losses reach torch only when they run (models.objectives.lazy).
+"""
 
 from __future__ import annotations
+
+import importlib
+import os
 
 import numpy as np
 
 from models.objectives.base import Objective
-from models.objectives.cramer import Cramer
-from models.objectives.fgan import FGAN
-from models.objectives.hinge import Hinge
-from models.objectives.lsgan import LSGAN
-from models.objectives.minimax import Minimax
-from models.objectives.nsgan import NSGAN
-from models.objectives.wgan import WGAN
-from models.objectives.wgan_gp import WGANGP
+from models.objectives.params import ObjectiveParams
+from models.objectives.registry import ENTRIES, get
 
-REGISTRY: dict[str, type] = {
-    "minimax": Minimax,
-    "nsgan": NSGAN,
-    "lsgan": LSGAN,
-    "fgan": FGAN,
-    "wgan": WGAN,
-    "wgan-gp": WGANGP,
-    "cramer": Cramer,
-    "hinge": Hinge,
-}
+OBJECTIVE_MODULES = (
+    "models.objectives.minimax",
+    "models.objectives.nsgan",
+    "models.objectives.lsgan",
+    "models.objectives.fgan",
+    "models.objectives.wgan",
+    "models.objectives.wgan_gp",
+    "models.objectives.cramer",
+    "models.objectives.hinge",
+)
+EXTRA_MODULES_VARIABLE = "GAN_OBJECTIVE_MODULES"
 
 
-def get_objective(params) -> Objective:
-    """The objective for a spec's `objective` params (a models.spec *Params instance)."""
-    return REGISTRY[params.name](params)
+def _load() -> None:
+    extra = [m.strip() for m in os.environ.get(EXTRA_MODULES_VARIABLE, "").split(",")]
+    for module in (*OBJECTIVE_MODULES, *(m for m in extra if m)):
+        importlib.import_module(module)
+
+
+_load()
+
+# name -> the loss class; name -> the parameters' class (what a job spec's `objective` is).
+REGISTRY: dict[str, type] = {name: entry.objective for name, entry in ENTRIES.items()}
+PARAMS: dict[str, type[ObjectiveParams]] = {name: e.params for name, e in ENTRIES.items()}
+
+
+def get_objective(params: ObjectiveParams) -> Objective:
+    """The objective for a spec's `objective` params."""
+    entry = get(params.objective_name())
+    objective: Objective = entry.objective(params)
+    return objective
 
 
 def signed_weight_objectives() -> list[str]:
@@ -45,8 +66,7 @@ def check_weights(objective_name: str, weights: np.ndarray | None) -> None:
 
     if weights is None:
         return
-    if objective_name not in REGISTRY:
-        raise ValueError(f"unknown objective {objective_name!r}; known: {', '.join(REGISTRY)}")
+    objective = get(objective_name).objective
     w = np.asarray(weights, dtype=np.float64).reshape(-1)
     n = int(w.size)
     bad = ~np.isfinite(w)
@@ -56,7 +76,7 @@ def check_weights(objective_name: str, weights: np.ndarray | None) -> None:
     if not total > 0:
         raise DataError(f"the {n} weights sum to {total:g}: their sum must be positive")
     n_neg = int((w < 0).sum())
-    if n_neg and not getattr(REGISTRY[objective_name], "signed_weights_ok", False):
+    if n_neg and not getattr(objective, "signed_weights_ok", False):
         sound = ", ".join(signed_weight_objectives())
         raise DataError(
             f"{n_neg} of {n} weights are negative: objective {objective_name}'s loss is "
@@ -67,4 +87,5 @@ def check_weights(objective_name: str, weights: np.ndarray | None) -> None:
         )
 
 
-__all__ = ["REGISTRY", "Objective", "check_weights", "get_objective", "signed_weight_objectives"]
+__all__ = ["PARAMS", "REGISTRY", "Objective", "check_weights", "get_objective",
+           "signed_weight_objectives"]

@@ -2,10 +2,15 @@
 
 `critic` is any module mapping (x [N, F], a [N, C] | None) -> [N, critic_dim]. `fakes` holds
 `n_fakes` generated batches. `w` are per-event weights [N] normalised to mean 1 over the data
-set (HEP sWeights may be negative). The generated rows of a batch are drawn at the conditions
-`cond` of its real rows, row for row, so generated row i carries the real row's weight w[i]:
-every per-sample term, real or generated, is multiplied by w (`wmean`). Regularisers on
-interpolates (the gradient penalty) are plain means, not expectations under the data.
+set (HEP sWeights may be negative), or None when every row of the batch counts once (no
+weights, or rows drawn with probability proportional to non-negative weights). The generated
+rows of a batch are drawn at the conditions `cond` of its real rows, row for row, so generated
+row i carries the real row's weight w[i]: every per-sample term, real or generated, is
+multiplied by w (`wmean`). Regularisers on interpolates (the gradient penalty) are plain means,
+not expectations under the data.
+
+The logs a loss returns are detached 0-d tensors: the trainer turns them into numbers only
+when it reports progress, so a step needs no device-to-host copy.
 
 `signed_weights_ok` says whether the objective stays bounded below with negative weights:
 integral-probability-metric losses (WGAN, WGAN-GP, Cramér) are linear in the weights of the
@@ -15,12 +20,14 @@ the discriminator where w < 0 (models.objectives.check_weights refuses those).
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-import torch
-from torch import Tensor, nn
+from models.objectives.lazy import torch
 
-Logs = dict[str, float]
+if TYPE_CHECKING:
+    from torch import Tensor, nn
+
+Logs = dict[str, "Tensor"]
 
 
 def wmean(values: Tensor, w: Tensor | None) -> Tensor:
@@ -49,6 +56,11 @@ def penalty(norms: Tensor, one_sided: bool) -> Tensor:
     """(||grad|| - 1)^2, or max(0, ||grad|| - 1)^2 for the one-sided variant."""
     excess = norms - 1
     return (excess.clamp(min=0) if one_sided else excess) ** 2
+
+
+def logs(**values: Tensor) -> Logs:
+    """Loss logs, detached from the graph (numbers only when progress is reported)."""
+    return {k: v.detach() for k, v in values.items()}
 
 
 class Objective(Protocol):

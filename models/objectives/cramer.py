@@ -11,11 +11,42 @@ gradient penalty is a plain mean over the interpolates. Sound with signed weight
 
 from __future__ import annotations
 
-import torch
-from torch import Tensor
+from typing import TYPE_CHECKING, ClassVar, Literal
 
-from models.objectives.base import gradient_norms, interpolate, penalty, wmean
-from models.spec import CramerParams
+from pydantic import Field
+
+from models.objectives.base import gradient_norms, interpolate, logs, penalty, wmean
+from models.objectives.lazy import torch
+from models.objectives.params import (
+    MAX_PENALTY,
+    Float,
+    Int,
+    ObjectiveParams,
+    Recipe,
+    default_recipe,
+    paper_recipe,
+)
+from models.objectives.registry import register
+
+if TYPE_CHECKING:
+    from torch import Tensor
+
+
+class CramerParams(ObjectiveParams):
+    """Cramér GAN (Bellemare et al. 2017, Algorithm 1); the critic maps to R^feature_dim."""
+
+    name: Literal["cramer"]
+    gp_lambda: Float | None = Field(None, ge=0, le=MAX_PENALTY)
+    feature_dim: Int = Field(256, ge=1, le=4096)
+    recipes: ClassVar[dict[str, Recipe]] = {
+        "default": default_recipe("validated on the toy sets: gp_lambda 0.01, one critic step "
+                                  "at twice the generator's lr, linear lr decay, EMA",
+                                  objective={"gp_lambda": 0.01}, lr_d=1e-3, batch_size=512,
+                                  betas=(0.0, 0.9)),
+        "paper": paper_recipe("Bellemare 2017: lambda 10, n_critic 5, Adam 1e-4 (0, 0.9)",
+                              objective={"gp_lambda": 10.0}, optimizer="adam", lr_g=1e-4,
+                              lr_d=1e-4, betas=(0.0, 0.9), n_critic=5),
+    }
 
 
 def _norm(v: Tensor) -> Tensor:
@@ -23,6 +54,7 @@ def _norm(v: Tensor) -> Tensor:
     return torch.sqrt((v**2).sum(dim=-1) + 1e-12)
 
 
+@register(CramerParams)
 class Cramer:
     n_fakes = 2
     signed_weights_ok = True
@@ -45,12 +77,12 @@ class Cramer:
         # A regulariser on the interpolates, not an expectation under the data: plain mean.
         gp = penalty(norms, one_sided=False).mean()
         loss = -surrogate + self.params.gp_lambda * gp
-        return loss, {"cramer_surrogate": surrogate.item(), "gradient_penalty": gp.item()}
+        return loss, logs(cramer_surrogate=surrogate, gradient_penalty=gp)
 
     def generator_loss(self, critic, real, fakes, cond, w):
         h_r, h_g, h_g2 = critic(real, cond), critic(fakes[0], cond), critic(fakes[1], cond)
         energy = wmean(_norm(h_r - h_g) + _norm(h_r - h_g2) - _norm(h_g - h_g2), w)
-        return energy, {"energy_distance": energy.item()}
+        return energy, logs(energy_distance=energy)
 
     def after_critic_step(self, critic) -> None:
         return None

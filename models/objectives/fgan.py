@@ -10,15 +10,35 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import TYPE_CHECKING, ClassVar, Literal
 
-import torch
-import torch.nn.functional as F
-from torch import Tensor
+from models.objectives.base import ScalarCritic, critic_out, logs, wmean
+from models.objectives.lazy import F, torch
+from models.objectives.params import ObjectiveParams, Recipe, default_recipe, paper_recipe
+from models.objectives.registry import register
 
-from models.objectives.base import ScalarCritic, critic_out, wmean
-from models.spec import FGANParams
+if TYPE_CHECKING:
+    from torch import Tensor
 
-Fn = Callable[[Tensor], Tensor]
+Fn = Callable[["Tensor"], "Tensor"]
+Divergence = Literal["kl", "reverse_kl", "pearson", "neyman", "hellinger", "js", "gan"]
+
+
+class FGANParams(ObjectiveParams):
+    """f-GAN (Nowozin et al. 2016). `generator_loss`: the paper's practical step -E g_f(V)
+    ("practical") or the saddle-point step E f*(g_f(V)) ("saddle")."""
+
+    name: Literal["fgan"]
+    divergence: Divergence = "js"
+    generator_loss: Literal["practical", "saddle"] = "practical"
+    recipes: ClassVar[dict[str, Recipe]] = {
+        "default": default_recipe("leaky-ReLU critic, Adam 5e-4 (0.5, 0.999), batch 256, "
+                                  "linear lr decay, EMA 0.99",
+                                  critic={"activation": "leaky_relu"}, batch_size=256),
+        "paper": paper_recipe("Nowozin 2016: Adam 2e-4, beta1 0.5", optimizer="adam",
+                              lr_g=2e-4, lr_d=2e-4, betas=(0.5, 0.999), n_critic=1),
+    }
+
 
 # divergence -> (g_f(v), f*(g_f(v))), simplified by hand from the table in REFERENCE.md.
 ACTIVATIONS: dict[str, tuple[Fn, Fn]] = {
@@ -35,10 +55,11 @@ ACTIVATIONS: dict[str, tuple[Fn, Fn]] = {
     # g = log 2 - softplus(-v), f*(t) = -log(2 - e^t) = softplus(v) - log 2
     "js": (lambda v: math.log(2) - F.softplus(-v), lambda v: F.softplus(v) - math.log(2)),
     # g = -softplus(-v), f*(t) = -log(1 - e^t) = softplus(v)
-    "gan": (lambda v: -F.softplus(-v), F.softplus),
+    "gan": (lambda v: -F.softplus(-v), lambda v: F.softplus(v)),
 }
 
 
+@register(FGANParams)
 class FGAN(ScalarCritic):
     def __init__(self, params: FGANParams) -> None:
         self.params = params
@@ -49,7 +70,7 @@ class FGAN(ScalarCritic):
         v_fake = critic_out(critic, fakes[0].detach(), cond)
         bound = wmean(self.g_f(v_real), w) - wmean(self.f_star_g(v_fake), w)
         # -F estimates minus the variational lower bound of the divergence.
-        return -bound, {"divergence_bound": bound.item()}
+        return -bound, logs(divergence_bound=bound)
 
     def generator_loss(self, critic, real, fakes, cond, w):
         v_fake = critic_out(critic, fakes[0], cond)

@@ -8,11 +8,28 @@ per-event weights (generated row i inherits w[i]); not sound with negative weigh
 
 from __future__ import annotations
 
-import torch.nn.functional as F
-from torch import Tensor, nn
+from typing import TYPE_CHECKING, ClassVar, Literal
 
-from models.objectives.base import Logs, ScalarCritic, critic_out, wmean
-from models.spec import MinimaxParams
+from models.objectives.base import Logs, ScalarCritic, critic_out, logs, wmean
+from models.objectives.lazy import F
+from models.objectives.params import ObjectiveParams, Recipe, default_recipe, paper_recipe
+from models.objectives.registry import register
+
+if TYPE_CHECKING:
+    from torch import Tensor, nn
+
+
+class MinimaxParams(ObjectiveParams):
+    """Goodfellow et al. 2014, the saturating generator loss E log(1 - D(G(z)))."""
+
+    name: Literal["minimax"]
+    recipes: ClassVar[dict[str, Recipe]] = {
+        "default": default_recipe("leaky-ReLU critic, Adam 5e-4 (0.5, 0.999), batch 256, "
+                                  "linear lr decay, EMA 0.99",
+                                  critic={"activation": "leaky_relu"}, batch_size=256),
+        "paper": paper_recipe("Goodfellow 2014: k=1 discriminator step, SGD with momentum",
+                              optimizer="sgd", lr_g=1e-2, lr_d=1e-2, momentum=0.5, n_critic=1),
+    }
 
 
 def discriminator_loss(
@@ -21,9 +38,10 @@ def discriminator_loss(
     """The cross-entropy discriminator loss shared by minimax and non-saturating GANs."""
     v_real, v_fake = critic_out(critic, real, cond), critic_out(critic, fake.detach(), cond)
     loss = wmean(F.softplus(-v_real), w) + wmean(F.softplus(v_fake), w)
-    return loss, {"d_real": v_real.mean().item(), "d_fake": v_fake.mean().item()}
+    return loss, logs(d_real=v_real.mean(), d_fake=v_fake.mean())
 
 
+@register(MinimaxParams)
 class Minimax(ScalarCritic):
     def __init__(self, params: MinimaxParams) -> None:
         self.params = params

@@ -7,13 +7,42 @@ Both expectations are weighted (linear in the weights: sound with signed sWeight
 
 from __future__ import annotations
 
-import torch
-from torch import nn
+from typing import TYPE_CHECKING, ClassVar, Literal
 
-from models.objectives.base import ScalarCritic, critic_out, wmean
-from models.spec import WGANParams
+from pydantic import Field
+
+from models.objectives.base import ScalarCritic, critic_out, logs, wmean
+from models.objectives.lazy import torch
+from models.objectives.params import (
+    Float,
+    ObjectiveParams,
+    Recipe,
+    default_recipe,
+    paper_recipe,
+)
+from models.objectives.registry import register
+
+if TYPE_CHECKING:
+    from torch import nn
 
 
+class WGANParams(ObjectiveParams):
+    """WGAN with weight clipping (Arjovsky et al. 2017): every critic weight in [-clip, clip]."""
+
+    name: Literal["wgan"]
+    clip: Float | None = Field(None, gt=0, le=1e3)
+    recipes: ClassVar[dict[str, Recipe]] = {
+        "default": default_recipe("validated on the toy sets: RMSProp 5e-4 (momentum-free, as "
+                                  "the paper advises for clipping), n_critic 5, linear decay, "
+                                  "EMA", objective={"clip": 0.01}, optimizer="rmsprop",
+                                  n_critic=5, batch_size=256),
+        "paper": paper_recipe("Arjovsky 2017: RMSProp 5e-5, c=0.01, m=64, n_critic 5",
+                              objective={"clip": 0.01}, optimizer="rmsprop", lr_g=5e-5,
+                              lr_d=5e-5, n_critic=5, batch_size=64),
+    }
+
+
+@register(WGANParams)
 class WGAN(ScalarCritic):
     signed_weights_ok = True
 
@@ -24,13 +53,13 @@ class WGAN(ScalarCritic):
         v_real = critic_out(critic, real, cond)
         v_fake = critic_out(critic, fakes[0].detach(), cond)
         w1 = wmean(v_real, w) - wmean(v_fake, w)
-        return -w1, {"wasserstein": w1.item()}
+        return -w1, logs(wasserstein=w1)
 
     def generator_loss(self, critic, real, fakes, cond, w):
         return -wmean(critic_out(critic, fakes[0], cond), w), {}
 
-    @torch.no_grad()
     def after_critic_step(self, critic: nn.Module) -> None:
         c = self.params.clip
-        for p in critic.parameters():
-            p.clamp_(-c, c)
+        with torch.no_grad():
+            for p in critic.parameters():
+                p.clamp_(-c, c)

@@ -1,5 +1,6 @@
 """What a job can ask for: the objectives, their parameters and their recipes
-(GET /v1/objectives). Read from models.spec, so it cannot drift from what the worker runs."""
+(GET /v1/objectives). Read from the objectives' registry, so it cannot drift from what the
+worker runs."""
 
 from __future__ import annotations
 
@@ -7,21 +8,11 @@ from typing import Any
 
 from fastapi import APIRouter
 
-from models.spec import OBJECTIVE_NAMES, OBJECTIVE_PARAMS, TRAINING_FALLBACKS
+from models.objectives import PARAMS
+from models.objectives.registry import describe
+from models.spec import TRAINING_FALLBACKS
 
 router = APIRouter(prefix="/v1/objectives", tags=["objectives"])
-
-
-def describe(params: type) -> dict[str, Any]:
-    """One objective: its doc, its own parameters (JSON schema) and each recipe's values."""
-    schema = params.model_json_schema()
-    properties = {k: v for k, v in schema.get("properties", {}).items() if k != "name"}
-    return {
-        "description": (params.__doc__ or "").strip(),
-        "parameters": properties,
-        "recipes": {name: recipe.model_dump(mode="json")
-                    for name, recipe in params.recipes.items()},  # type: ignore[attr-defined]
-    }
 
 
 @router.get("")
@@ -30,7 +21,6 @@ def list_objectives() -> dict[str, Any]:
     "default") fills each field the spec leaves out; fields no recipe names take
     `fallbacks`."""
     return {
-        "objectives": {name: describe(params)
-                       for name, params in zip(OBJECTIVE_NAMES, OBJECTIVE_PARAMS, strict=True)},
+        "objectives": {name: describe(params) for name, params in PARAMS.items()},
         "fallbacks": TRAINING_FALLBACKS,
     }
