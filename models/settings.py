@@ -77,7 +77,7 @@ class Settings(BaseSettings):
     # Issue 10, hostile data files (docs/security-uploads.md): checked from headers and
     # metadata at upload (422) and in the loader (job failed), before any data is read, so a
     # small upload cannot expand into gigabytes or minutes (models.datasets.DataLimits).
-    MAX_DATA_CELLS: int = Field(200_000_000, ge=1)  # rows x columns read (~16 bytes a cell)
+    MAX_DATA_CELLS: int = Field(200_000_000, ge=1)  # rows x columns read (12-25 bytes a cell)
     MAX_COLUMNS: int = Field(1000, ge=1)  # columns of one table (a CSV header, a TTree...)
     MAX_COLUMN_NAME_LENGTH: int = Field(64, ge=1)  # names end up in reports, plots, queries
     MAX_COMPRESSION_RATIO: float = Field(100.0, gt=1)  # an NPZ member: declared/compressed

@@ -227,11 +227,13 @@ def assemble(table: Table, spec: DatasetSpec, limits: DataLimits | None = None) 
     categorical = [n for n in conditions if n in declared or raw[n].dtype.kind in "OUS"]
     columns: dict[str, np.ndarray] = {}
     categories: dict[str, list] = {}
-    for n in needed:
+    for n in needed:  # each raw column is dropped once converted: float64 and float32
+        values = raw.pop(n)  # copies of the whole set never live side by side
         if n in categorical:
-            columns[n], categories[n] = _categorical(n, raw[n], table.label)
+            columns[n], categories[n] = _categorical(n, values, table.label)
         else:
-            columns[n] = _numeric(n, raw[n], table.label)
+            columns[n] = _numeric(n, values, table.label)
+        del values
     if n_rows < MIN_ROWS:
         raise DataError(f"{table.label} holds only {n_rows} rows; at least {MIN_ROWS} are "
                         "needed to train")
@@ -255,9 +257,10 @@ def assemble(table: Table, spec: DatasetSpec, limits: DataLimits | None = None) 
                             "it must sum to a positive number")
 
     def stack(names: list[str]) -> np.ndarray:
-        if not names:
-            return np.zeros((n_rows, 0), dtype=np.float32)
-        return np.ascontiguousarray(np.stack([columns[n] for n in names], axis=1))
+        out = np.empty((n_rows, len(names)), dtype=np.float32)
+        for i, name in enumerate(names):  # each column freed once copied in: no second copy
+            out[:, i] = columns.pop(name)
+        return out
 
     return Dataset(
         features=stack(features),

@@ -182,8 +182,8 @@ def _parquet(path: Path, label: str, limits: DataLimits) -> Table:
         with reading(label, "parquet"):
             pf = pq.ParquetFile(path)
             _check_decoded_bytes(pf, names, max_rows, label, limits)
-            if max_rows is None:
-                data = pf.read(columns=list(names))
+            if max_rows is None:  # a column at a time: one Arrow copy at most, not all
+                return {n: column(pf.read(columns=[n]).column(n)) for n in names}
             else:  # stop after the first batches instead of reading the whole file
                 batches = []
                 rows = 0
