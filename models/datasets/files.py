@@ -280,7 +280,8 @@ def _npz_member_table(path: Path, member: str, header: NpyHeader, label: str,
     columns = check_array_columns(header, label, limits)
 
     def read(names: Sequence[str], max_rows: int | None) -> dict[str, np.ndarray]:
-        return array_table(_npz_array(path, member, label, limits), label).read(names, max_rows)
+        return dict(array_table(_npz_array(path, member, label, limits), label).read(names,
+                                                                                     max_rows))
 
     return Table(label=label, columns=columns, read=read, n_rows=header.shape[0],
                  reads_all_columns=True)

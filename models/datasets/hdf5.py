@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import h5py
@@ -162,6 +163,11 @@ def _table_key(table: str | None, contents: Contents, label: str) -> str:
     return found[0] if len(found) == 1 else ""
 
 
+def _dataset_table(ds: h5py.Dataset, key: str, label: str, limits: DataLimits) -> None:
+    check_columns(_dataset_columns(ds, f"{label}: /{key}", limits),
+                  f"dataset {clip('/' + key)} of {label}", limits)
+
+
 def _group_table(group: h5py.Group, key: str, label: str, contents: Contents,
                  limits: DataLimits) -> None:
     columns = _group_columns(group, label, contents)
@@ -178,11 +184,9 @@ def inspect_hdf5(path: Path, label: str, limits: DataLimits) -> None:
     with reading(label, "hdf5"), open_checked(path) as f:
         contents = walk(f, label, limits)
         checks: list[Callable[[], object]] = [
-            (lambda k=key, d=ds: check_columns(
-                _dataset_columns(d, f"{label}: /{k}", limits),
-                f"dataset {clip('/' + k)} of {label}", limits))
+            partial(_dataset_table, ds, key, label, limits)
             for key, ds in contents.datasets.items()]
-        checks += [(lambda k=key, g=group: _group_table(g, k, label, contents, limits))
+        checks += [partial(_group_table, group, key, label, contents, limits)
                    for key, group in contents.groups.items()]
         one_table_usable(checks, label)
 

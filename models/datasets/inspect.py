@@ -24,6 +24,7 @@ import struct
 import zipfile
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import IO, Any
 
@@ -409,10 +410,10 @@ def _npz_tables(members: dict[str, NpyHeader], label: str,
                 limits: DataLimits) -> list[Callable[[], object]]:
     headers = list(members.values())
     checks: list[Callable[[], object]] = [
-        (lambda n=name, h=header: check_array_columns(h, f"array {clip(n)} of {label}", limits))
+        partial(check_array_columns, header, f"array {clip(name)} of {label}", limits)
         for name, header in members.items()]
     if len(headers) > 1 and all(len(h.shape) == 1 and not h.dtype.names for h in headers):
-        checks.insert(0, lambda: check_columns(list(members), label, limits))
+        checks.insert(0, partial(check_columns, list(members), label, limits))
     return checks
 
 

@@ -16,6 +16,7 @@ field records instead (linear). Row counts come from the metadata.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -113,7 +114,7 @@ def inspect_root(path: Path, label: str, limits: DataLimits) -> None:
     from models.datasets.inspect import one_table_usable
 
     with reading(label, "root"), _open(path, full_metadata=True) as f:
-        one_table_usable([lambda n=name: _checked_tree(f, n, label, limits)
+        one_table_usable([partial(_checked_tree, f, name, label, limits)
                           for name in _trees(f, label, limits)], label)
 
 
