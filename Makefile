@@ -39,8 +39,11 @@ run: $(STAMP)
 test: $(STAMP) services compose-tools
 	@PY=$(PY) scripts/run-tests.sh $(PYTEST_ARGS)
 
+# The style, the arrows between the packages (pyproject.toml [tool.importlinter]) and the types.
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports
+	$(VENV)/bin/mypy
 
 clean:
 	rm -rf $(VENV) var .pytest_cache

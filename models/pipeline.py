@@ -11,14 +11,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from models.datasets import DataLimits, Dataset, load_dataset
 from models.datasets.base import MIN_ROWS, DataError
 from models.export import export_onnx
 from models.metrics import mode_coverage
 from models.spec import JobSpec
-from models.train import Cancelled, Progress, TrainedModel, train
+from models.train import Cancelled, Progress, TrainedModel, sample_trained, train
 
 ONNX_NAME = "generator.onnx"
 REPORT_DIR = "report"  # under the work folder: report.json and plots/*.png
@@ -85,23 +84,6 @@ def split_for_training(spec: JobSpec, data: Dataset) -> Splits:
                                              spec.training.seed + VALIDATION_SEED_OFFSET,
                                              what="validation_fraction")
     return Splits(train_data, held, fit_data, validation)
-
-
-@torch.no_grad()
-def sample_trained(trained: TrainedModel, n: int, conditions: np.ndarray | None = None,
-                   seed: int = 0) -> np.ndarray:
-    """n samples [n, F] in physical units from the trained generator (PyTorch, for checks)."""
-    gen = torch.Generator().manual_seed(seed)
-    z = torch.randn(n, trained.spec.architecture.latent_dim, generator=gen)
-    device = next(trained.generator.parameters()).device
-    a = None
-    if trained.condition_transform is not None:
-        if conditions is None:
-            raise ValueError("this generator is conditional: pass conditions [n, C]")
-        a = torch.as_tensor(trained.condition_transform.forward(conditions), dtype=torch.float32)
-        a = a.to(device)
-    out = trained.generator(z.to(device), a).cpu().numpy()
-    return trained.feature_transform.inverse(out)
 
 
 def quality_metrics(trained: TrainedModel, data: Dataset) -> dict[str, float]:

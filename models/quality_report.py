@@ -18,7 +18,7 @@ import numpy as np
 from models.datasets import Dataset
 from models.metrics import mode_coverage
 from models.report import MAX_ROWS, build_report, image_measures
-from models.train import TrainedModel
+from models.train import TrainedModel, sample_trained
 
 IMAGE_TRAIN_ROWS = 5_000  # real training images the image classifier is fitted on, at most
 
@@ -35,7 +35,6 @@ def _one_hot_labels(conditions: np.ndarray) -> np.ndarray | None:
 def make_report(trained: TrainedModel, train_data: Dataset, held: Dataset | None,
                 out_dir: Path) -> tuple[dict[str, Any], dict[str, Path]]:
     """(report dict, {plot name: PNG path}); writes out_dir/report.json and the PNGs."""
-    from models.pipeline import sample_trained
     from models.plots import render_all
 
     tic = time.perf_counter()

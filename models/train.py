@@ -22,12 +22,12 @@ from torch import Tensor, nn
 
 from models.architectures import build_critic, build_generator
 from models.datasets import Dataset
-from models.objectives import check_weights, get_objective
+from models.objectives import get_objective
 from models.preprocessing import Transform, fit_transform
 from models.referee import Referee
 from models.selection import Validator, has_batchnorm, refresh_batchnorm
 from models.spec import JobSpec, TrainingSpec
-from models.weights import WeightRegression, has_negative
+from models.weights import WeightRegression, check_weights, has_negative
 
 CHECKPOINT_NAME = "checkpoint.pt"
 
@@ -62,6 +62,23 @@ class TrainedModel:
     best_step: int | None = None
     best_score: float | None = None
     last_step: int = 0
+
+
+@torch.no_grad()
+def sample_trained(trained: TrainedModel, n: int, conditions: np.ndarray | None = None,
+                   seed: int = 0) -> np.ndarray:
+    """n samples [n, F] in physical units from the trained generator (PyTorch, for checks)."""
+    gen = torch.Generator().manual_seed(seed)
+    z = torch.randn(n, trained.spec.architecture.latent_dim, generator=gen)
+    device = next(trained.generator.parameters()).device
+    a = None
+    if trained.condition_transform is not None:
+        if conditions is None:
+            raise ValueError("this generator is conditional: pass conditions [n, C]")
+        a = torch.as_tensor(trained.condition_transform.forward(conditions), dtype=torch.float32)
+        a = a.to(device)
+    out = trained.generator(z.to(device), a).cpu().numpy()
+    return trained.feature_transform.inverse(out)
 
 
 def resolve_device(requested: str) -> torch.device:

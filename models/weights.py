@@ -25,6 +25,10 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from models.datasets.base import DataError
+from models.objectives import signed_weight_objectives
+from models.objectives.registry import get as get_entry
+
 FOLDS = 5
 WIDTH = 64
 BATCH = 1024
@@ -101,6 +105,34 @@ class WeightRegression:
     def predict(self, observables: np.ndarray) -> np.ndarray:
         x = np.asarray(observables, dtype=np.float64)
         return np.mean([m.predict(x) for m in self.models], axis=0)
+
+
+def check_weights(objective_name: str, weights: np.ndarray | None) -> None:
+    """Raise models.datasets.base.DataError unless `weights` (raw per-event weights, or None)
+    can train `objective_name`: they must be finite and sum to > 0, and may be negative only
+    for objectives that are sound with signed weights (WGAN, WGAN-GP, Cramér; losses built on
+    log D or (D - t)^2 are unbounded below for the discriminator where a weight is negative)."""
+    if weights is None:
+        return
+    objective = get_entry(objective_name).objective
+    w = np.asarray(weights, dtype=np.float64).reshape(-1)
+    n = int(w.size)
+    bad = ~np.isfinite(w)
+    if bad.any():
+        raise DataError(f"{int(bad.sum())} of {n} weights are not finite (NaN or infinite)")
+    total = float(w.sum())
+    if not total > 0:
+        raise DataError(f"the {n} weights sum to {total:g}: their sum must be positive")
+    n_neg = int((w < 0).sum())
+    if n_neg and not getattr(objective, "signed_weights_ok", False):
+        sound = ", ".join(signed_weight_objectives())
+        raise DataError(
+            f"{n_neg} of {n} weights are negative: objective {objective_name}'s loss is "
+            f"unbounded below for the discriminator with negative weights; the objectives "
+            f"sound with signed weights are {sound}; or train on their regression E[w | a, x], "
+            f"which is never negative (dataset.regress_weights: true, the default for signed "
+            f"weights)"
+        )
 
 
 def has_negative(weights: np.ndarray | None) -> bool:

@@ -27,7 +27,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from models.settings import Settings
+from gan_platform.settings import Settings
 from service.problems import Problem
 
 SCOPES = frozenset({"train", "sample", "admin"})

@@ -9,7 +9,7 @@ import logging
 
 from celery import Celery
 
-from models.settings import Settings
+from gan_platform.settings import Settings
 
 log = logging.getLogger("service")
 

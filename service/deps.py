@@ -7,12 +7,12 @@ from typing import Annotated
 from celery import Celery
 from fastapi import Depends, Request
 
-from models.artifacts import ArtifactStore
-from models.records import Records
-from models.sampling import ModelCache
-from models.settings import Settings
+from gan_platform.artifacts import ArtifactStore
+from gan_platform.records import Records
+from gan_platform.settings import Settings
 from service.samples import RowsInFlight
 from service.state import Services
+from serving.sampling import ModelCache
 
 
 def get_services(request: Request) -> Services:

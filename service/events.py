@@ -17,7 +17,7 @@ from typing import Any
 
 from starlette.concurrency import run_in_threadpool
 
-from models.records import TERMINAL, Records
+from gan_platform.records import TERMINAL, Records
 from service.problems import Problem
 
 POLL_SECONDS = 0.5

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
-from models.settings import Settings, get_settings
+from gan_platform.settings import Settings, get_settings
 
 STOP_TIMEOUT = 20.0
 POLL_SECONDS = 0.2

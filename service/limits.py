@@ -16,7 +16,7 @@ from typing import Any
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from models.settings import Settings
+from gan_platform.settings import Settings
 from service.problems import MEDIA_TYPE, TYPE_BASE
 
 UPLOAD_PATH = "/v1/datasets"

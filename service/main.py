@@ -10,7 +10,7 @@ from fastapi import Depends, FastAPI
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
-from models.settings import Settings, get_settings
+from gan_platform.settings import Settings, get_settings
 from service import docs, observability, problems
 from service.auth import require
 from service.limits import LimitsMiddleware

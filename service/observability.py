@@ -37,10 +37,10 @@ from sqlalchemy import func, select, text
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from models.records import STATUSES, jobs
+from gan_platform.logs import JOB_ID, JsonFormatter, configure_logging
+from gan_platform.records import STATUSES, jobs
 from service import problems
 from service.auth import require
-from service.logs import JOB_ID, JsonFormatter, configure_logging
 
 log = logging.getLogger("service.access")
 _JOB_PATH = re.compile(r"/v1/jobs/([0-9a-fA-F-]{36})")
@@ -170,7 +170,7 @@ class ObservabilityMiddleware:
 
 def _worker_reachable(services: Any) -> str | None:
     """None when some worker is reachable, else why not."""
-    from models.records import RUNNING, utcnow
+    from gan_platform.records import RUNNING, utcnow
 
     with services.records.engine.connect() as conn:
         live = conn.execute(select(func.count()).select_from(jobs).where(

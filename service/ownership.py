@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from models.records import SHARED, Records
+from gan_platform.records import SHARED, Records
 from service.auth import Principal
 from service.problems import invalid, not_found
 

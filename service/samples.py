@@ -15,26 +15,23 @@ import numpy as np
 from fastapi import Response
 from fastapi.responses import StreamingResponse
 
-from models.sampling import (
+from service.problems import Problem, invalid
+from service.validation import condition_column
+from serving.formats import (
     FORMATS,
     STREAM_ROWS,
-    LoadedModel,
     NotAcceptable,
-    SamplingError,
-    SamplingTimeout,
     choose_format,
     encode,
     encode_chunks,
-    sample,
 )
-from service.problems import Problem, invalid
-from service.validation import condition_column
+from serving.sampling import LoadedModel, SamplingError, SamplingTimeout, sample
 
 Loc = list[str | int]
 
 
 def response_format(fmt: str | None, accept: str | None) -> str:
-    """`format` (query) or the Accept header, as models.sampling.choose_format; 422 for an
+    """`format` (query) or the Accept header, as serving.formats.choose_format; 422 for an
     unknown `format`, 406 when nothing the client accepts can be produced."""
     try:
         return choose_format(fmt, accept)

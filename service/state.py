@@ -7,13 +7,13 @@ from pathlib import Path
 
 from celery import Celery
 
-from models.artifacts import ArtifactStore
-from models.records import Records
-from models.sampling import ModelCache
-from models.settings import Settings
+from gan_platform.artifacts import ArtifactStore
+from gan_platform.records import Records
+from gan_platform.settings import Settings
 from service.celery_client import make_sender
 from service.events import EventHub
 from service.samples import RowsInFlight
+from serving.sampling import ModelCache
 
 
 @dataclass

@@ -10,12 +10,12 @@ from typing import Any
 
 import numpy as np
 
-from models.records import Records
+from gan_platform.records import Records
+from gan_platform.settings import Settings
 from models.resources import MemoryBudgetExceeded, check_budget, estimate_job_memory
-from models.sampling import LoadedModel, UnknownCategory, encode_category
-from models.settings import Settings
 from models.spec import JobSpec
 from service.problems import invalid
+from serving.sampling import LoadedModel, UnknownCategory, encode_category
 
 URI_LOC: list[str | int] = ["body", "dataset", "uri"]
 

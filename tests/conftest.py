@@ -80,7 +80,7 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
         return f"sqlite:///{tmp_path / 'gan.db'}"
     url: str = request.getfixturevalue("pg_url")
     # Tables of an earlier test are emptied: tests must not see each other's rows.
-    from models.records import Records, metadata
+    from gan_platform.records import Records, metadata
 
     records = Records(url)
     with records.engine.begin() as conn:

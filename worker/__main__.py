@@ -11,8 +11,8 @@ def main(argv: list[str] | None = None) -> None:
     # Before torch is imported (lazily, by the first job).
     if threads := os.environ.get("TORCH_NUM_THREADS"):
         os.environ.setdefault("OMP_NUM_THREADS", threads)
-    from models.settings import get_settings
-    from worker.app import app
+    from gan_platform.settings import get_settings
+    from worker.tasks import app  # the app, with its tasks registered
 
     settings = get_settings()
     args = [

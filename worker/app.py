@@ -17,11 +17,12 @@ from __future__ import annotations
 from celery import Celery
 from kombu import Exchange, Queue
 
-from models.settings import get_settings
+from gan_platform.settings import get_settings
 
 settings = get_settings()
 
-app = Celery("gan-worker")
+# The tasks module imports this app; Celery imports it (include) when a worker starts.
+app = Celery("gan-worker", include=["worker.tasks"])
 app.conf.update(settings.celery_config())
 app.conf.update(
     task_queues=[Queue(settings.TASK_QUEUE, Exchange(settings.TASK_QUEUE),
@@ -30,12 +31,12 @@ app.conf.update(
     task_reject_on_worker_lost=True,
     worker_prefetch_multiplier=1,
     worker_concurrency=1,
-    worker_pool="solo",  # the job runs in the worker process: a SIGKILL stops it for sure
+    # One job at a time; the job itself runs in a child process of this one
+    # (worker/job_process.py), which dies with it.
+    worker_pool="solo",
     worker_hijack_root_logger=True,
     broker_connection_retry=True,
     broker_connection_max_retries=None,  # wait for Redis to come back, forever
     worker_cancel_long_running_tasks_on_connection_loss=False,
     worker_send_task_events=False,
 )
-
-import worker.tasks  # noqa: E402,F401  (registers the "train" task)

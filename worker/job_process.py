@@ -352,9 +352,9 @@ class ChildJob:
 
 def run_child_job(job: ChildJob, channel: Channel, memory_limit: int) -> dict[str, Any]:
     """Run the job; the final message."""
+    from gan_platform.settings import Settings
     from models.datasets import DataError, DataLimits
     from models.pipeline import Cancelled, run_job
-    from models.settings import Settings
     from models.spec import JobSpec
 
     settings = Settings(**job.settings)
@@ -402,7 +402,7 @@ def child_main(argv: list[str]) -> int:
     memory_limit = apply_memory_limit(int(job.settings.get("JOB_MEMORY_LIMIT_BYTES") or 0),
                                       str(job.spec.get("training", {}).get("device", "auto")))
     channel = Channel(out, sys.stdin)
-    from service.logs import JOB_ID, configure_logging
+    from gan_platform.logs import JOB_ID, configure_logging
 
     JOB_ID.set(job.job_id)
     configure_logging(str(job.settings.get("LOG_LEVEL", "INFO")),

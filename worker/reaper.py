@@ -13,8 +13,8 @@ from collections.abc import Callable
 
 from celery import Celery
 
-from models.records import Records
-from models.settings import Settings
+from gan_platform.records import Records
+from gan_platform.settings import Settings
 
 log = logging.getLogger("worker.reaper")
 

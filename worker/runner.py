@@ -20,11 +20,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from models.artifacts import ArtifactStore, checkpoint_key, model_key, sha256_file
-from models.records import CANCELLED, CANCELLING, FAILED, Records
-from models.settings import Settings
+from gan_platform.artifacts import ArtifactStore, checkpoint_key, model_key, sha256_file
+from gan_platform.logs import JOB_ID
+from gan_platform.records import CANCELLED, CANCELLING, FAILED, Records
+from gan_platform.settings import Settings
 from models.spec import JobSpec
-from service.logs import JOB_ID
 
 log = logging.getLogger("worker")
 
@@ -53,7 +53,7 @@ def context(resend: Callable[[str], None]) -> Context:
     global _context
     with _context_lock:
         if _context is None:
-            from models.settings import get_settings
+            from gan_platform.settings import get_settings
 
             settings = get_settings()
             _context = Context(
@@ -166,7 +166,7 @@ def _jsonable(value: Any) -> Any:
 def _store_report(store: ArtifactStore, model_id: str, result: Any) -> dict | None:
     """The quality report's PNGs and JSON into the artifact store; the report goes into the
     model's metadata too (GET /v1/models/{id}/report reads it from there)."""
-    from models.report_store import plot_key, report_key
+    from gan_platform.artifacts import plot_key, report_key
 
     report = getattr(result, "report", None)
     if report is None:

@@ -33,10 +33,10 @@ def train(job_id: str) -> str:
 @signals.after_setup_logger.connect
 def _json_logs(logger: logging.Logger, **_: Any) -> None:
     """LOG_FORMAT=json: one JSON object a line, with the job id (service/logs.py)."""
-    from models.settings import get_settings
+    from gan_platform.settings import get_settings
 
     if get_settings().LOG_FORMAT == "json":
-        from service.logs import JsonFormatter
+        from gan_platform.logs import JsonFormatter
 
         for handler in logger.handlers:
             handler.setFormatter(JsonFormatter())

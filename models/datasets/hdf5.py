@@ -21,7 +21,7 @@ import h5py
 import numpy as np
 
 from models.datasets.base import DataError, Table, reading, shown
-from models.datasets.limits import DataLimits, check_columns
+from models.datasets.limits import DataLimits, check_columns, one_table_usable
 from models.datasets.uri import clip
 
 # The filters built into HDF5 and h5py (LZF). Any other id is a plugin: refused.
@@ -179,8 +179,6 @@ def _group_table(group: h5py.Group, key: str, label: str, contents: Contents,
 def inspect_hdf5(path: Path, label: str, limits: DataLimits) -> None:
     """The upload-time check: the whole file's structure (walk), then one of its tables (a
     dataset, or a group of 1-D datasets) must be usable."""
-    from models.datasets.inspect import one_table_usable
-
     with reading(label, "hdf5"), open_checked(path) as f:
         contents = walk(f, label, limits)
         checks: list[Callable[[], object]] = [

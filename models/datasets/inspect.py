@@ -22,7 +22,7 @@ import math
 import stat
 import struct
 import zipfile
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -31,7 +31,7 @@ from typing import IO, Any
 import numpy as np
 
 from models.datasets.base import DataError, reading
-from models.datasets.limits import DataLimits, check_cells, check_columns
+from models.datasets.limits import DataLimits, check_cells, check_columns, one_table_usable
 from models.datasets.uri import clip
 
 # An NPY header is a Python literal parsed by ast.literal_eval: bounded, and large enough
@@ -391,19 +391,6 @@ def parquet_bytes(pf: Any, names: Sequence[str], max_rows: int | None = None) ->
 
 
 # --- at upload time -------------------------------------------------------------------------
-
-
-def one_table_usable(checks: Iterable[Callable[[], object]], label: str) -> None:
-    """Pass when one of the candidate tables passes its check (a job's `table` may pick
-    it); else raise the first table's error. A file with no table at all is refused."""
-    first: DataError | None = None
-    for check in checks:
-        try:
-            check()
-            return
-        except DataError as e:
-            first = first or e
-    raise first or DataError(f"{label} holds no table (no dataset, array or tree)")
 
 
 def _npz_tables(members: dict[str, NpyHeader], label: str,

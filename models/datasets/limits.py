@@ -11,7 +11,7 @@ Standard library only: the API imports it to check uploads.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, fields
 
 from models.datasets.base import DataError
@@ -48,7 +48,7 @@ class DataLimits:
 
     @classmethod
     def from_settings(cls, settings: object) -> DataLimits:
-        """From any object with the settings' attribute names (models.settings.Settings)."""
+        """From any object with the settings' attribute names (gan_platform.settings.Settings)."""
         return cls(**{f.name: getattr(settings, _SETTING_OF[f.name]) for f in fields(cls)})
 
     @property
@@ -109,3 +109,16 @@ def check_cells(rows: int, width: int, label: str, limits: DataLimits,
         raise DataError(f"{label} is too large: {rows} rows x {width} {what} = "
                         f"{rows * width} cells; at most {limits.max_cells} are allowed "
                         "(MAX_DATA_CELLS); use fewer rows (dataset.max_rows) or columns")
+
+
+def one_table_usable(checks: Iterable[Callable[[], object]], label: str) -> None:
+    """Pass when one of the candidate tables passes its check (a job's `table` may pick
+    it); else raise the first table's error. A file with no table at all is refused."""
+    first: DataError | None = None
+    for check in checks:
+        try:
+            check()
+            return
+        except DataError as e:
+            first = first or e
+    raise first or DataError(f"{label} holds no table (no dataset, array or tree)")

@@ -28,7 +28,7 @@ from uproot.interpretation.numerical import AsDtype
 from uproot.interpretation.strings import AsStrings
 
 from models.datasets.base import DataError, Table, reading, shown
-from models.datasets.limits import DataLimits, check_columns
+from models.datasets.limits import DataLimits, check_columns, one_table_usable
 from models.datasets.uri import clip
 
 # uproot >= 5.4 writes RNTuples by default, so both kinds of table are read.
@@ -111,8 +111,6 @@ def _checked_tree(f: uproot.ReadOnlyDirectory, name: str, label: str,
 
 def inspect_root(path: Path, label: str, limits: DataLimits) -> None:
     """The upload-time check: one of the trees (metadata size, files, columns) is usable."""
-    from models.datasets.inspect import one_table_usable
-
     with reading(label, "root"), _open(path, full_metadata=True) as f:
         one_table_usable([partial(_checked_tree, f, name, label, limits)
                           for name in _trees(f, label, limits)], label)

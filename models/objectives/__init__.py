@@ -13,8 +13,6 @@ from __future__ import annotations
 import importlib
 import os
 
-import numpy as np
-
 from models.objectives.base import Objective
 from models.objectives.params import ObjectiveParams
 from models.objectives.registry import ENTRIES, get
@@ -57,35 +55,4 @@ def signed_weight_objectives() -> list[str]:
     return [name for name, cls in REGISTRY.items() if getattr(cls, "signed_weights_ok", False)]
 
 
-def check_weights(objective_name: str, weights: np.ndarray | None) -> None:
-    """Raise models.datasets.base.DataError unless `weights` (raw per-event weights, or None)
-    can train `objective_name`: they must be finite and sum to > 0, and may be negative only
-    for objectives that are sound with signed weights (WGAN, WGAN-GP, Cramér; losses built on
-    log D or (D - t)^2 are unbounded below for the discriminator where a weight is negative)."""
-    from models.datasets.base import DataError
-
-    if weights is None:
-        return
-    objective = get(objective_name).objective
-    w = np.asarray(weights, dtype=np.float64).reshape(-1)
-    n = int(w.size)
-    bad = ~np.isfinite(w)
-    if bad.any():
-        raise DataError(f"{int(bad.sum())} of {n} weights are not finite (NaN or infinite)")
-    total = float(w.sum())
-    if not total > 0:
-        raise DataError(f"the {n} weights sum to {total:g}: their sum must be positive")
-    n_neg = int((w < 0).sum())
-    if n_neg and not getattr(objective, "signed_weights_ok", False):
-        sound = ", ".join(signed_weight_objectives())
-        raise DataError(
-            f"{n_neg} of {n} weights are negative: objective {objective_name}'s loss is "
-            f"unbounded below for the discriminator with negative weights; the objectives "
-            f"sound with signed weights are {sound}; or train on their regression E[w | a, x], "
-            f"which is never negative (dataset.regress_weights: true, the default for signed "
-            f"weights)"
-        )
-
-
-__all__ = ["PARAMS", "REGISTRY", "Objective", "check_weights", "get_objective",
-           "signed_weight_objectives"]
+__all__ = ["PARAMS", "REGISTRY", "Objective", "get_objective", "signed_weight_objectives"]

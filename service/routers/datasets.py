@@ -19,7 +19,7 @@ from typing import Annotated
 from fastapi import APIRouter, File, Request, Response, UploadFile
 from starlette.concurrency import run_in_threadpool
 
-from models.artifacts import upload_key
+from gan_platform.artifacts import upload_key
 from models.datasets import DataLimits, inspect_upload, sniff_format
 from service.auth import PrincipalDep
 from service.deps import RecordsDep, SettingsDep, StoreDep

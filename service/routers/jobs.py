@@ -8,7 +8,7 @@ from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
-from models.records import CANCELLED, STATUSES, TERMINAL, QuotaExceeded
+from gan_platform.records import CANCELLED, STATUSES, TERMINAL, QuotaExceeded
 from models.spec import JobSpec
 from service.auth import Principal, PrincipalDep
 from service.celery_client import send_train

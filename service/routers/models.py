@@ -9,7 +9,6 @@ import numpy as np
 from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.responses import FileResponse
 
-from models.sampling import FORMATS, LoadedModel
 from service.auth import PrincipalDep
 from service.deps import CacheDep, RecordsDep, RowsDep, SettingsDep, StoreDep
 from service.ownership import list_filter, owned_model, visible_model
@@ -22,6 +21,8 @@ from service.samples import (
     serve_samples,
 )
 from service.schemas import ModelList, ModelOut, ModelUpdate, SamplesRequest
+from serving.formats import FORMATS
+from serving.sampling import LoadedModel
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
 

@@ -8,7 +8,7 @@ from typing import Any
 from fastapi import APIRouter
 from fastapi.responses import FileResponse, JSONResponse
 
-from models.report_store import PLOT_NAME, plot_key
+from gan_platform.artifacts import PLOT_NAME, plot_key
 from service.auth import PrincipalDep
 from service.deps import RecordsDep, StoreDep
 from service.ownership import visible_job, visible_model

@@ -13,7 +13,6 @@ import pytest
 import torch
 from pydantic import ValidationError
 
-from models import sampling
 from models.architectures import build_generator
 from models.datasets import DataError, load_dataset
 from models.datasets.base import MAX_CATEGORIES
@@ -21,6 +20,7 @@ from models.export import export_onnx
 from models.preprocessing import ConditionTransform, Transform, fit_transform
 from models.report import binned_metrics, build_report
 from models.spec import ArchitectureSpec, DatasetSpec, JobSpec
+from serving import sampling
 
 N = 400
 COLOURS = ["blue", "green", "red"]
@@ -174,7 +174,7 @@ def test_digits_label_column_categorical_or_one_hot() -> None:
 def test_export_parity_and_sampling_by_value(table_csv: Path, tmp_path: Path,
                                              preprocessing: str) -> None:
     """String and integer categories (and a continuous condition): the ONNX graph takes the
-    codes, one-hot encodes them, and agrees with PyTorch; models.sampling maps values."""
+    codes, one-hot encodes them, and agrees with PyTorch; serving.sampling maps values."""
     d = load(table_csv, features=["x", "y"], conditions=["colour", "p", "charge"],
              categorical=["charge"])
     cond_tf = fit_transform(preprocessing, d.conditions, categorical=d.category_sizes)

@@ -340,7 +340,7 @@ def test_check_weights_refuses_negative_weights_for_classifier_losses():
     import numpy as np
 
     from models.datasets.base import DataError
-    from models.objectives import check_weights
+    from models.weights import check_weights
 
     w = np.array([1.0, -0.5, 2.0, 0.7, -0.1])
     with pytest.raises(DataError) as err:

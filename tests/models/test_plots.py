@@ -155,7 +155,7 @@ def test_render_all_writes_every_plot_of_a_model(tmp_path):
         with Image.open(path) as img:
             assert img.format == "PNG" and img.size[0] >= 600
     with pytest.raises(ValueError):
-        from models.report_store import plot_key
+        from gan_platform.artifacts import plot_key
 
         plot_key("m", "../etc")
 

@@ -39,9 +39,9 @@ import pytest
 import uproot
 from fastapi.testclient import TestClient
 
-from models.artifacts import ArtifactStore
+from gan_platform.artifacts import ArtifactStore
+from gan_platform.settings import Settings
 from models.datasets import DataError, load_dataset
-from models.settings import Settings
 from models.spec import DatasetSpec
 from service.main import create_app
 from tests.conftest import ROOT
@@ -438,7 +438,7 @@ def test_the_upload_endpoint_refuses_what_no_job_could_load(
 
 
 def records_uri(settings: Settings, dataset_id: str) -> str:
-    from models.records import Records
+    from gan_platform.records import Records
 
     records = Records(settings.DATABASE_URL)
     try:

@@ -19,9 +19,9 @@ import pyarrow as pa
 import pytest
 from fastapi.testclient import TestClient
 
-from models.artifacts import ArtifactStore, model_key, sha256_file
-from models.records import Records
-from models.settings import Settings
+from gan_platform.artifacts import ArtifactStore, model_key, sha256_file
+from gan_platform.records import Records
+from gan_platform.settings import Settings
 from models.spec import OBJECTIVE_NAMES
 from service.main import create_app
 from tests.conftest import FAST_SPEC, ROOT, TEST_REDIS_URL, make_linear_onnx, redis_up
@@ -422,7 +422,7 @@ def test_api_never_imports_torch(tmp_path: Path) -> None:
 import sys
 from fastapi.testclient import TestClient
 from service.main import create_app
-from models.settings import Settings
+from gan_platform.settings import Settings
 s = Settings(DATABASE_URL="sqlite:///{db}", ARTIFACT_ROOT="{art}", DATA_ROOTS=["{data}"])
 with TestClient(create_app(s)) as c:
     assert c.post("/v1/datasets", files={{"file": ("a.csv", b"x,y\\n1,2\\n3,4\\n")}}).status_code == 201

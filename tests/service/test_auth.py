@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from models.settings import Settings
+from gan_platform.settings import Settings
 from service.auth import hash_key, parse_keys
 from service.main import create_app
 from tests.conftest import FAST_SPEC

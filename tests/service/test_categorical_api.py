@@ -17,11 +17,11 @@ import torch
 from fastapi.testclient import TestClient
 from torch import Tensor, nn
 
-from models.artifacts import ArtifactStore, model_key, sha256_file
+from gan_platform.artifacts import ArtifactStore, model_key, sha256_file
+from gan_platform.records import Records
+from gan_platform.settings import Settings
 from models.export import export_onnx
 from models.preprocessing import fit_transform
-from models.records import Records
-from models.settings import Settings
 from service.main import create_app
 from tests.conftest import FAST_SPEC
 from tests.service.test_api import assert_problem, make_settings

@@ -16,12 +16,13 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import create_engine
 
-from models.records import QuotaExceeded, Records
-from models.sampling import SamplingTimeout, encode, load_model, sample
-from models.settings import Settings
+from gan_platform.records import QuotaExceeded, Records
+from gan_platform.settings import Settings
 from service.main import create_app
 from service.problems import Problem
 from service.samples import RowsInFlight
+from serving.formats import encode
+from serving.sampling import SamplingTimeout, load_model, sample
 from tests.conftest import FAST_SPEC, make_linear_onnx
 from tests.service.test_api import assert_problem, make_settings, register_model
 

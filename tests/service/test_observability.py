@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from models.records import Records
+from gan_platform.records import Records
 from service.auth import hash_key
 from service.main import create_app
 from service.observability import JsonFormatter

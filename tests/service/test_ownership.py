@@ -12,9 +12,9 @@ import pytest
 from fastapi import APIRouter, FastAPI
 from fastapi.testclient import TestClient
 
-from models.records import Records
-from models.report_store import plot_key, report_key
-from models.settings import Settings
+from gan_platform.artifacts import plot_key, report_key
+from gan_platform.records import Records
+from gan_platform.settings import Settings
 from service.auth import PrincipalDep, hash_key
 from service.main import create_app
 from service.problems import install
@@ -46,7 +46,7 @@ def client(settings: Settings) -> Iterator[TestClient]:
 
 def _with_report(settings: Settings, model_id: str) -> None:
     """Give a registered model a report with one plot, as the worker stores them."""
-    from models.artifacts import ArtifactStore
+    from gan_platform.artifacts import ArtifactStore
 
     records = Records(settings.DATABASE_URL)
     row = records.get_model(model_id)
@@ -59,7 +59,7 @@ def _with_report(settings: Settings, model_id: str) -> None:
     store.put_file(png, report_key(model_id))
     from sqlalchemy import update
 
-    from models.records import models
+    from gan_platform.records import models
 
     with records.engine.begin() as conn:
         conn.execute(update(models).where(models.c.id == model_id).values(

@@ -8,7 +8,7 @@ from datetime import timedelta
 
 from sqlalchemy import update
 
-from models.records import Records, jobs, utcnow
+from gan_platform.records import Records, jobs, utcnow
 from tests.conftest import FAST_SPEC
 
 

@@ -1,4 +1,4 @@
-"""models.sampling and models.settings: noise, formats, sessions, providers, configuration."""
+"""serving.sampling and gan_platform.settings: noise, formats, sessions, providers, configuration."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from models import sampling
-from models.settings import Settings
+from gan_platform.settings import Settings
+from serving import formats, sampling
 from tests.conftest import make_linear_onnx
 
 
@@ -100,13 +100,13 @@ def test_categories_metadata_is_read_and_checked(tmp_path: Path) -> None:
 
 
 def test_choose_format() -> None:
-    assert sampling.choose_format(None, None) == "json"
-    assert sampling.choose_format("NPY", "text/csv") == "npy"
-    assert sampling.choose_format(None, "text/html, text/csv;q=0.5, application/x-npy") == "npy"
-    assert sampling.choose_format(None, "text/csv;q=0.9, application/json;q=0.1") == "csv"
-    assert sampling.choose_format(None, "*/*") == "json"
+    assert formats.choose_format(None, None) == "json"
+    assert formats.choose_format("NPY", "text/csv") == "npy"
+    assert formats.choose_format(None, "text/html, text/csv;q=0.5, application/x-npy") == "npy"
+    assert formats.choose_format(None, "text/csv;q=0.9, application/json;q=0.1") == "csv"
+    assert formats.choose_format(None, "*/*") == "json"
     with pytest.raises(sampling.SamplingError):
-        sampling.choose_format("xml", None)
+        formats.choose_format("xml", None)
 
 
 def test_settings_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:

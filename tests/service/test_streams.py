@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from models.records import Records
+from gan_platform.records import Records
 from service.events import EventHub
 from service.problems import Problem
 from tests.conftest import FAST_SPEC, ROOT, free_port, stop_process

@@ -13,10 +13,10 @@ import h5py
 import pytest
 from fastapi.testclient import TestClient
 
-from models.artifacts import ArtifactStore
+from gan_platform.artifacts import ArtifactStore
+from gan_platform.records import Records
+from gan_platform.settings import Settings
 from models.datasets import DataError, load_dataset
-from models.records import Records
-from models.settings import Settings
 from models.spec import DatasetSpec
 from service.main import create_app
 from tests.conftest import FAST_SPEC

@@ -20,9 +20,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from models.artifacts import ArtifactStore
-from models.records import Records
-from models.settings import Settings
+from gan_platform.artifacts import ArtifactStore
+from gan_platform.records import Records
+from gan_platform.settings import Settings
 from tests.conftest import FAST_SPEC, ROOT
 from worker import runner
 from worker.runner import Context, run

@@ -6,9 +6,9 @@ from __future__ import annotations
 import copy
 from pathlib import Path
 
-from models.artifacts import ArtifactStore
-from models.records import Records
-from models.settings import Settings
+from gan_platform.artifacts import ArtifactStore
+from gan_platform.records import Records
+from gan_platform.settings import Settings
 from tests.conftest import FAST_SPEC
 from worker.runner import Context, run
 

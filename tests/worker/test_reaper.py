@@ -12,8 +12,8 @@ import pytest
 from celery import Celery
 from sqlalchemy import update
 
-from models.records import Records, jobs, utcnow
-from models.settings import Settings
+from gan_platform.records import Records, jobs, utcnow
+from gan_platform.settings import Settings
 from tests.conftest import FAST_SPEC, TEST_REDIS_URL, redis_up
 from worker.reaper import broker_queue_size, reap_once
 

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
+from gan_platform.settings import Settings
 from models.resources import BUILTIN_SHAPES, DataShape, estimate_job_memory, shape_from_spec
-from models.settings import Settings
 from models.spec import JobSpec
 from service.main import create_app
 from service.validation import check_job_resources

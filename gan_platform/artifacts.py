@@ -7,6 +7,7 @@ The root is a local folder (the default) or any fsspec URL (``s3://bucket/prefix
 from __future__ import annotations
 
 import hashlib
+import re
 import shutil
 from pathlib import Path
 from typing import IO
@@ -130,3 +131,16 @@ def model_key(model_id: str) -> str:
 
 def checkpoint_key(job_id: str) -> str:
     return f"checkpoints/{job_id}/checkpoint.pt"
+
+
+PLOT_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
+
+
+def report_key(model_id: str) -> str:
+    return f"models/{model_id}/report.json"
+
+
+def plot_key(model_id: str, name: str) -> str:
+    if not PLOT_NAME.match(name) or name.startswith("."):
+        raise ValueError(f"bad plot name {name!r}")
+    return f"models/{model_id}/plots/{name}.png"
