@@ -50,28 +50,56 @@ class NetSpec(_Strict):
     """One network. MLPs use `width` x `depth` hidden layers (resmlp: `depth` residual blocks);
     dcgan uses `channels` feature maps at the finest resolution."""
 
-    width: Int = Field(128, ge=1, le=8192)
-    depth: Int = Field(3, ge=1, le=64)
-    channels: Int = Field(64, ge=1, le=1024)
-    activation: Activation = "relu"
+    width: Int = Field(
+        128, ge=1, le=8192,
+        description="Units of each hidden layer (mlp) or residual block (resmlp).")
+    depth: Int = Field(
+        3, ge=1, le=64,
+        description="Hidden layers (mlp) or residual blocks (resmlp).")
+    channels: Int = Field(
+        64, ge=1, le=1024,
+        description="dcgan: feature maps at the finest hidden level (side H/2), doubling each time "
+                    "the side halves.")
+    activation: Activation = Field("relu", description="Activation of the hidden layers.")
     # null: "batch" in the dcgan generator (as in the DCGAN paper), "none" everywhere else.
-    norm: Norm | None = None
-    dropout: Float = Field(0.0, ge=0.0, lt=1.0)
+    norm: Norm | None = Field(
+        None,
+        description="Normalisation of the hidden layers. null: batch in the dcgan generator (as in "
+                    "the DCGAN paper), none everywhere else.")
+    dropout: Float = Field(
+        0.0, ge=0.0, lt=1.0,
+        description="Dropout probability after each hidden layer; 0: none.")
 
 
 class CriticSpec(NetSpec):
     # null: the recipe's choice (the classifier-type losses': leaky_relu), else relu.
-    activation: Activation | None = None  # type: ignore[assignment]
+    activation: Activation | None = Field(  # type: ignore[assignment]
+        None,
+        description="Activation of the hidden layers. null: the recipe's choice (the "
+                    "classifier-type losses': leaky_relu), else relu.")
     # null: the recipe's choice (hinge's recipes: on, as in SN-GAN), else off.
-    spectral_norm: bool | None = None
+    spectral_norm: bool | None = Field(
+        None,
+        description="Spectral normalisation (Miyato 2018) of every linear and convolution layer of "
+                    "the critic. null: the recipe's choice (hinge's recipes: on, as in SN-GAN), "
+                    "else off.")
 
 
 class ArchitectureSpec(_Strict):
-    name: Literal["mlp", "resmlp", "dcgan"] = "mlp"
+    name: Literal["mlp", "resmlp", "dcgan"] = Field(
+        "mlp",
+        description="mlp: fully connected; resmlp: residual blocks; dcgan: convolutional, for "
+                    "square images.")
     # null: fixed when the data are loaded (auto_latent_dim); the model's metadata says which.
-    latent_dim: Int | None = Field(None, ge=1, le=4096)
-    generator: NetSpec = Field(default_factory=NetSpec)
-    critic: CriticSpec = Field(default_factory=CriticSpec)
+    latent_dim: Int | None = Field(
+        None, ge=1, le=4096,
+        description="Noise dimensions. null: fixed when the data are loaded (unconditional data: "
+                    "as many as the features, at least 2; conditional data: at least 32); the "
+                    "model's metadata says which.")
+    generator: NetSpec = Field(default_factory=NetSpec, description="The generator's network.")
+    critic: CriticSpec = Field(
+        default_factory=CriticSpec,
+        description="The critic's (discriminator's) network.")
 
     @model_validator(mode="after")
     def _fill_norm_defaults(self) -> ArchitectureSpec:
@@ -96,30 +124,70 @@ class DatasetSpec(_Strict):
     condition or the weight. NPY/NPZ arrays name their columns col0, col1, ...
     """
 
-    uri: str = Field(min_length=1)
-    features: list[str] | None = None
-    conditions: list[str] = Field(default_factory=list)
+    uri: str = Field(
+        min_length=1,
+        description="Where the data lie: builtin://NAME, file:///abs/path (under DATA_ROOTS), "
+                    "dataset://ID (an upload), http(s)://host/path or s3://bucket/key (hosts and "
+                    "buckets in ALLOWED_HOSTS).")
+    features: list[str] | None = Field(
+        None,
+        description="The generated columns. null: every column that is neither a condition nor the "
+                    "weight.")
+    conditions: list[str] = Field(
+        default_factory=list,
+        description="The columns the generator is conditioned on; empty: an unconditional model.")
     # Condition columns (integers or strings) one-hot encoded inside the exported graph;
     # sampling takes their values. Non-numeric condition columns are categorical anyway.
-    categorical: list[str] = Field(default_factory=list)
-    weights: str | None = None
+    categorical: list[str] = Field(
+        default_factory=list,
+        description="Condition columns (integers or strings) one-hot encoded inside the exported "
+                    "graph; sampling takes their values. Non-numeric condition columns are "
+                    "categorical anyway.")
+    weights: str | None = Field(
+        None,
+        description="The column of per-event weights (signed sWeights allowed). null: every row "
+                    "counts once.")
     # Train on E[w | conditions, features] (cross-fitted gradient-boosted trees, clipped at 0)
     # instead of the weights themselves (Borisyak & Kazeev 2019): the same weighted law, far
     # less variance, and no negative weight. null: on when some weight is negative (signed
     # sWeights), off otherwise. The validation score uses the regression too (fitted on the
     # training rows); the report uses the weights as given.
-    regress_weights: bool | None = None
+    regress_weights: bool | None = Field(
+        None,
+        description="Train on E[w | conditions, features], regressed by a small cross-fitted "
+                    "network with a bounded output, instead of the weights themselves (Borisyak & "
+                    "Kazeev 2019): the same weighted law, far less variance, and no negative "
+                    "weight. null: on when some weight is negative (signed sWeights), off "
+                    "otherwise. The validation score uses the regression too; the report uses the "
+                    "weights as given.")
     # null: "minmax" (to [-1, 1], the range of a tanh output) for dcgan, "standard" otherwise.
-    preprocessing: Literal["standard", "quantile", "minmax", "none"] | None = None
-    table: str | None = None
-    max_rows: Int | None = Field(None, ge=1, lt=2**63)
+    preprocessing: Literal["standard", "quantile", "minmax", "none"] | None = Field(
+        None,
+        description="Per-column transform to the model's scale, fitted on the training rows and "
+                    "inverted inside the exported graph. null: minmax (to [-1, 1], the range of a "
+                    "tanh output) for dcgan, standard otherwise.")
+    table: str | None = Field(
+        None,
+        description="The TTree or RNTuple of a ROOT file, the dataset or group of an HDF5 file, or "
+                    "the array of an NPZ file. null: the file's only one.")
+    max_rows: Int | None = Field(
+        None, ge=1, lt=2**63,
+        description="Keep the first max_rows rows. null: all of them.")
     # Share of the training rows (after the holdout) kept out of the gradient steps to choose
     # the exported weights and to stop early (training.validate_every); seeded by
     # training.seed. 0: no validation split.
-    validation_fraction: Float = Field(0.1, ge=0.0, lt=0.5)
+    validation_fraction: Float = Field(
+        0.1, ge=0.0, lt=0.5,
+        description="Share of the training rows (after the holdout) kept out of the gradient steps "
+                    "to choose the exported weights and to stop early (training.validate_every); "
+                    "seeded by training.seed. 0: no validation split.")
     # Share of the rows held out of training for the quality report (deterministic by
     # training.seed); 0: none held out, the report then compares with the training rows.
-    holdout_fraction: Float = Field(0.2, ge=0.0, lt=1.0)
+    holdout_fraction: Float = Field(
+        0.2, ge=0.0, lt=1.0,
+        description="Share of the rows held out of training for the quality report (a permutation "
+                    "by training.seed, the same every run). 0: none held out; the report then "
+                    "compares with the training rows.")
 
     @field_validator("uri")
     @classmethod
@@ -167,36 +235,87 @@ class TrainingSpec(_Strict):
     (`recipe`: "default", the settings validated on the toy sets, or "paper", the objective's
     published settings); a field the spec sets overrides the recipe."""
 
-    recipe: Literal["default", "paper"] = "default"
-    steps: Int = Field(5000, ge=1, le=10_000_000)
-    batch_size: Int | None = Field(None, ge=2, le=1_000_000)
-    n_critic: Int | None = Field(None, ge=1, le=100)
-    lr_g: Float | None = Field(None, gt=0, le=MAX_LR)
-    lr_d: Float | None = Field(None, gt=0, le=MAX_LR)
-    betas: tuple[Float, Float] | None = None
-    momentum: Float | None = Field(None, ge=0, lt=1)
-    optimizer: Literal["adam", "rmsprop", "sgd"] | None = None
+    recipe: Literal["default", "paper"] = Field(
+        "default",
+        description="The objective's set of settings that fills every field left null: default "
+                    "(validated on the toy sets) or paper (the published settings).")
+    steps: Int = Field(
+        5000, ge=1, le=10_000_000,
+        description="Generator updates, at most (early stopping may end sooner); the service caps "
+                    "it at MAX_TRAINING_STEPS.")
+    batch_size: Int | None = Field(
+        None, ge=2, le=1_000_000,
+        description="Real rows per batch (and as many generated ones). null: the recipe's.")
+    n_critic: Int | None = Field(
+        None, ge=1, le=100,
+        description="Critic updates before each generator update. null: the recipe's.")
+    lr_g: Float | None = Field(
+        None, gt=0, le=MAX_LR,
+        description="The generator's learning rate. null: the recipe's.")
+    lr_d: Float | None = Field(
+        None, gt=0, le=MAX_LR,
+        description="The critic's learning rate. null: the recipe's.")
+    betas: tuple[Float, Float] | None = Field(
+        None,
+        description="Adam's (beta1, beta2), each in [0, 1). null: the recipe's.")
+    momentum: Float | None = Field(
+        None, ge=0, lt=1,
+        description="SGD's momentum. null: the recipe's, else 0.")
+    optimizer: Literal["adam", "rmsprop", "sgd"] | None = Field(
+        None,
+        description="The optimiser of both networks. null: the recipe's.")
     # "linear": both learning rates fall linearly to 0 at the last step (WGAN-GP's CIFAR runs).
-    lr_schedule: Literal["constant", "linear"] | None = None
-    seed: Int = Field(0, ge=0, lt=2**63)
+    lr_schedule: Literal["constant", "linear"] | None = Field(
+        None,
+        description="linear: both learning rates fall linearly to 0 at the last step (WGAN-GP's "
+                    "CIFAR runs). null: the recipe's.")
+    seed: Int = Field(
+        0, ge=0, lt=2**63,
+        description="Seeds the weights, the noise, the batches, the weight regression and the "
+                    "holdout and validation splits.")
     # Decay of an exponential moving average of G's weights, exported instead of G; 0: off.
-    ema: Float | None = Field(None, ge=0, lt=1)
+    ema: Float | None = Field(
+        None, ge=0, lt=1,
+        description="Decay of an exponential moving average of the generator's weights, exported "
+                    "instead of the generator; 0: off. null: the recipe's.")
     # Instance noise (Sonderby et al. 2016; Arjovsky & Bottou 2017): the std of Gaussian noise
     # added to every row the critic sees, real and generated, on the model's (standardised)
     # scale, annealed linearly to 0 at the last step. 0: off.
-    instance_noise: Float | None = Field(None, ge=0, le=10)
+    instance_noise: Float | None = Field(
+        None, ge=0, le=10,
+        description="Instance noise (Sonderby et al. 2016; Arjovsky & Bottou 2017): the std of "
+                    "Gaussian noise added to every row the critic sees, real and generated, on the "
+                    "model's (standardised) scale, annealed linearly to 0 at the last step. 0: "
+                    "off.")
     # Model selection: every `validate_every` steps the generator is scored on the validation
     # rows (dataset.validation_fraction) by the sliced Wasserstein distance; the best scoring
     # weights are exported. Training stops after `patience` scores without improvement
     # (0: never early). validate_every 0: no validation, the last weights are exported.
-    validate_every: Int = Field(250, ge=0, le=10_000_000)
-    patience: Int = Field(8, ge=0, le=1_000_000)
-    checkpoint_every: Int = Field(500, ge=1, le=10_000_000)
-    log_every: Int = Field(50, ge=1, le=10_000_000)
-    device: Literal["auto", "cpu", "cuda"] = "auto"
+    validate_every: Int = Field(
+        250, ge=0, le=10_000_000,
+        description="Steps between scores of the generator on the validation rows (sliced "
+                    "Wasserstein distance); the best scoring weights are exported. 0: no "
+                    "validation, the last weights are exported.")
+    patience: Int = Field(
+        8, ge=0, le=1_000_000,
+        description="Validation scores without improvement before training stops early. 0: never "
+                    "early.")
+    checkpoint_every: Int = Field(
+        500, ge=1, le=10_000_000,
+        description="Steps between checkpoints; a resumed job goes on from the last one.")
+    log_every: Int = Field(
+        50, ge=1, le=10_000_000,
+        description="Steps between progress reports (the event stream and the training curve).")
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto",
+        description="auto and cuda: the GPU when one is present, else the CPU; cpu: the CPU.")
     # A referee (pidgan): a small classifier trained alongside on real vs generated; its ROC
     # AUC is measured every `referee_every` steps and reported in the progress. null: off.
-    referee_every: Int | None = Field(None, ge=1, le=10_000_000)
+    referee_every: Int | None = Field(
+        None, ge=1, le=10_000_000,
+        description="A referee (pidgan): a small classifier trained alongside on real vs generated "
+                    "rows; its ROC AUC is measured every referee_every steps and reported in the "
+                    "progress. null: off.")
 
     @field_validator("betas")
     @classmethod
@@ -229,10 +348,14 @@ TRAINING_FALLBACKS: dict[str, Any] = {"momentum": 0.0, "instance_noise": 0.0}
 
 
 class JobSpec(_Strict):
-    objective: ObjectiveSpec
-    architecture: ArchitectureSpec = Field(default_factory=ArchitectureSpec)
-    dataset: DatasetSpec
-    training: TrainingSpec = Field(default_factory=TrainingSpec)
+    objective: ObjectiveSpec = Field(
+        description="The objective and its own parameters, told apart by name; a name alone is "
+                    "short for {'name': NAME}.")
+    architecture: ArchitectureSpec = Field(
+        default_factory=ArchitectureSpec,
+        description="The generator and the critic; a name alone is short for {'name': NAME}.")
+    dataset: DatasetSpec = Field(description="The data and the roles of their columns.")
+    training: TrainingSpec = Field(default_factory=TrainingSpec, description="The training loop.")
 
     @field_validator("objective", mode="before")
     @classmethod
