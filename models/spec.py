@@ -61,7 +61,6 @@ class NetSpec(_Strict):
         description="dcgan: feature maps at the finest hidden level (side H/2), doubling each time "
                     "the side halves.")
     activation: Activation = Field("relu", description="Activation of the hidden layers.")
-    # null: "batch" in the dcgan generator (as in the DCGAN paper), "none" everywhere else.
     norm: Norm | None = Field(
         None,
         description="Normalisation of the hidden layers. null: batch in the dcgan generator (as in "
@@ -72,12 +71,10 @@ class NetSpec(_Strict):
 
 
 class CriticSpec(NetSpec):
-    # null: the recipe's choice (the classifier-type losses': leaky_relu), else relu.
     activation: Activation | None = Field(  # type: ignore[assignment]
         None,
         description="Activation of the hidden layers. null: the recipe's choice (the "
                     "classifier-type losses': leaky_relu), else relu.")
-    # null: the recipe's choice (hinge's recipes: on, as in SN-GAN), else off.
     spectral_norm: bool | None = Field(
         None,
         description="Spectral normalisation (Miyato 2018) of every linear and convolution layer of "
@@ -90,7 +87,6 @@ class ArchitectureSpec(_Strict):
         "mlp",
         description="mlp: fully connected; resmlp: residual blocks; dcgan: convolutional, for "
                     "square images.")
-    # null: fixed when the data are loaded (auto_latent_dim); the model's metadata says which.
     latent_dim: Int | None = Field(
         None, ge=1, le=4096,
         description="Noise dimensions. null: fixed when the data are loaded (unconditional data: "
@@ -136,8 +132,6 @@ class DatasetSpec(_Strict):
     conditions: list[str] = Field(
         default_factory=list,
         description="The columns the generator is conditioned on; empty: an unconditional model.")
-    # Condition columns (integers or strings) one-hot encoded inside the exported graph;
-    # sampling takes their values. Non-numeric condition columns are categorical anyway.
     categorical: list[str] = Field(
         default_factory=list,
         description="Condition columns (integers or strings) one-hot encoded inside the exported "
@@ -147,11 +141,6 @@ class DatasetSpec(_Strict):
         None,
         description="The column of per-event weights (signed sWeights allowed). null: every row "
                     "counts once.")
-    # Train on E[w | conditions, features] (cross-fitted gradient-boosted trees, clipped at 0)
-    # instead of the weights themselves (Borisyak & Kazeev 2019): the same weighted law, far
-    # less variance, and no negative weight. null: on when some weight is negative (signed
-    # sWeights), off otherwise. The validation score uses the regression too (fitted on the
-    # training rows); the report uses the weights as given.
     regress_weights: bool | None = Field(
         None,
         description="Train on E[w | conditions, features], regressed by a small cross-fitted "
@@ -160,7 +149,6 @@ class DatasetSpec(_Strict):
                     "weight. null: on when some weight is negative (signed sWeights), off "
                     "otherwise. The validation score uses the regression too; the report uses the "
                     "weights as given.")
-    # null: "minmax" (to [-1, 1], the range of a tanh output) for dcgan, "standard" otherwise.
     preprocessing: Literal["standard", "quantile", "minmax", "none"] | None = Field(
         None,
         description="Per-column transform to the model's scale, fitted on the training rows and "
@@ -173,16 +161,11 @@ class DatasetSpec(_Strict):
     max_rows: Int | None = Field(
         None, ge=1, lt=2**63,
         description="Keep the first max_rows rows. null: all of them.")
-    # Share of the training rows (after the holdout) kept out of the gradient steps to choose
-    # the exported weights and to stop early (training.validate_every); seeded by
-    # training.seed. 0: no validation split.
     validation_fraction: Float = Field(
         0.1, ge=0.0, lt=0.5,
         description="Share of the training rows (after the holdout) kept out of the gradient steps "
                     "to choose the exported weights and to stop early (training.validate_every); "
                     "seeded by training.seed. 0: no validation split.")
-    # Share of the rows held out of training for the quality report (deterministic by
-    # training.seed); 0: none held out, the report then compares with the training rows.
     holdout_fraction: Float = Field(
         0.2, ge=0.0, lt=1.0,
         description="Share of the rows held out of training for the quality report (a permutation "
@@ -264,7 +247,6 @@ class TrainingSpec(_Strict):
     optimizer: Literal["adam", "rmsprop", "sgd"] | None = Field(
         None,
         description="The optimiser of both networks. null: the recipe's.")
-    # "linear": both learning rates fall linearly to 0 at the last step (WGAN-GP's CIFAR runs).
     lr_schedule: Literal["constant", "linear"] | None = Field(
         None,
         description="linear: both learning rates fall linearly to 0 at the last step (WGAN-GP's "
@@ -273,24 +255,16 @@ class TrainingSpec(_Strict):
         0, ge=0, lt=2**63,
         description="Seeds the weights, the noise, the batches, the weight regression and the "
                     "holdout and validation splits.")
-    # Decay of an exponential moving average of G's weights, exported instead of G; 0: off.
     ema: Float | None = Field(
         None, ge=0, lt=1,
         description="Decay of an exponential moving average of the generator's weights, exported "
                     "instead of the generator; 0: off. null: the recipe's.")
-    # Instance noise (Sonderby et al. 2016; Arjovsky & Bottou 2017): the std of Gaussian noise
-    # added to every row the critic sees, real and generated, on the model's (standardised)
-    # scale, annealed linearly to 0 at the last step. 0: off.
     instance_noise: Float | None = Field(
         None, ge=0, le=10,
         description="Instance noise (Sonderby et al. 2016; Arjovsky & Bottou 2017): the std of "
                     "Gaussian noise added to every row the critic sees, real and generated, on the "
                     "model's (standardised) scale, annealed linearly to 0 at the last step. 0: "
                     "off.")
-    # Model selection: every `validate_every` steps the generator is scored on the validation
-    # rows (dataset.validation_fraction) by the sliced Wasserstein distance; the best scoring
-    # weights are exported. Training stops after `patience` scores without improvement
-    # (0: never early). validate_every 0: no validation, the last weights are exported.
     validate_every: Int = Field(
         250, ge=0, le=10_000_000,
         description="Steps between scores of the generator on the validation rows (sliced "
@@ -309,8 +283,6 @@ class TrainingSpec(_Strict):
     device: Literal["auto", "cpu", "cuda"] = Field(
         "auto",
         description="auto and cuda: the GPU when one is present, else the CPU; cpu: the CPU.")
-    # A referee (pidgan): a small classifier trained alongside on real vs generated; its ROC
-    # AUC is measured every `referee_every` steps and reported in the progress. null: off.
     referee_every: Int | None = Field(
         None, ge=1, le=10_000_000,
         description="A referee (pidgan): a small classifier trained alongside on real vs generated "
