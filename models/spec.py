@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Annotated, Any, Literal, Union
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeAlias, Union
 
 from pydantic import Field, field_validator, model_validator
 
@@ -32,7 +32,11 @@ from models.objectives.params import StrictModel as _Strict
 # ---------------------------------------------------------------------------------------------
 
 OBJECTIVE_PARAMS: tuple[type[ObjectiveParams], ...] = tuple(PARAMS.values())
-ObjectiveSpec = Annotated[Union[OBJECTIVE_PARAMS], Field(discriminator="name")]  # noqa: UP007
+if TYPE_CHECKING:
+    # The union is built at run time from the registry; type checkers see its common base.
+    ObjectiveSpec: TypeAlias = ObjectiveParams
+else:
+    ObjectiveSpec = Annotated[Union[OBJECTIVE_PARAMS], Field(discriminator="name")]  # noqa: UP007
 OBJECTIVE_NAMES: tuple[str, ...] = tuple(PARAMS)
 OBJECTIVE_RECIPES: dict[str, dict[str, Recipe]] = {
     name: params.recipes for name, params in PARAMS.items()

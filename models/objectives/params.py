@@ -8,7 +8,7 @@ the objective's published settings. A recipe fills only the fields a spec leaves
 
 from __future__ import annotations
 
-from typing import Annotated, Any, ClassVar, get_args
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, Strict
 
@@ -70,6 +70,9 @@ class ObjectiveParams(StrictModel):
     (null: the recipe's value) and `recipes`, one per RECIPE_NAMES."""
 
     recipes: ClassVar[dict[str, Recipe]]
+    if TYPE_CHECKING:
+        # For type checkers only: a field here would change what pydantic validates.
+        name: str
 
     @classmethod
     def objective_name(cls) -> str:
