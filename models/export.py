@@ -18,7 +18,7 @@ import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, cast
 
 import numpy as np
 import onnx
@@ -139,7 +139,8 @@ def export_onnx(
     if bad:
         raise ExportError(f"metadata values must be strings (JSON for lists): {bad}")
     n_conditions = int(getattr(generator, "n_conditions", 0))
-    latent_dim = int(generator.latent_dim)
+    # A plain int attribute, which nn.Module's __getattr__ types as Tensor | Module.
+    latent_dim = int(cast(int, generator.latent_dim))
     if n_conditions and condition_transform is None:
         raise ExportError("the generator is conditional but condition_transform is None")
     input_names = ["z", "conditions"] if n_conditions else ["z"]
@@ -151,7 +152,9 @@ def export_onnx(
         graph = SamplingGraph(
             generator,
             feature_transform.inverse_module(),
-            condition_transform.forward_module() if n_conditions else None,
+            # Not None when n_conditions: refused above.
+            condition_transform.forward_module()
+            if n_conditions and condition_transform is not None else None,
         ).eval()
         feeds = _check_inputs(latent_dim, n_conditions, condition_transform, N_CHECK)
         args = tuple(torch.from_numpy(feeds[k]) for k in input_names)

@@ -67,6 +67,7 @@ def make_report(trained: TrainedModel, train_data: Dataset, held: Dataset | None
     if trained.image_shape is not None:
         labels = asked = None
         if conditional:
+            assert real_cond is not None  # drawn above for a conditional model
             labels = _one_hot_labels(train_data.conditions)
             asked = _one_hot_labels(real_cond) if labels is not None else None
             names = trained.condition_names

@@ -69,6 +69,7 @@ def sample_trained(trained: TrainedModel, n: int, conditions: np.ndarray | None 
                    seed: int = 0) -> np.ndarray:
     """n samples [n, F] in physical units from the trained generator (PyTorch, for checks)."""
     gen = torch.Generator().manual_seed(seed)
+    assert trained.spec.architecture.latent_dim is not None  # train resolves it
     z = torch.randn(n, trained.spec.architecture.latent_dim, generator=gen)
     device = next(trained.generator.parameters()).device
     a = None
@@ -90,6 +91,7 @@ def resolve_device(requested: str) -> torch.device:
 
 def make_optimizer(params, lr: float, t: TrainingSpec) -> torch.optim.Optimizer:
     if t.optimizer == "adam":
+        assert t.betas is not None  # filled from the recipe
         return torch.optim.Adam(params, lr=lr, betas=t.betas)
     if t.optimizer == "rmsprop":
         return torch.optim.RMSprop(params, lr=lr)
@@ -105,7 +107,7 @@ def ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
 
 
 def _rng_state() -> dict:
-    state = {"torch": torch.get_rng_state()}
+    state: dict = {"torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -170,6 +172,7 @@ def train(
     np.random.seed(t.seed % 2**32)
 
     # --- data, in the model's units -----------------------------------------------------------
+    assert spec.dataset.preprocessing is not None  # filled when the spec is validated
     feature_tf = fit_transform(spec.dataset.preprocessing, data.features)
     x_all = torch.as_tensor(feature_tf.forward(data.features), dtype=torch.float32, device=device)
     n_rows, n_features = x_all.shape
@@ -178,6 +181,7 @@ def train(
     cond_tf = None
     a_all = None
     if n_conditions:
+        assert spec.dataset.preprocessing is not None  # as above: with_latent_dim keeps it
         cond_tf = fit_transform(spec.dataset.preprocessing, data.conditions,
                                 categorical=data.category_sizes)
         a_all = torch.as_tensor(cond_tf.forward(data.conditions), dtype=torch.float32, device=device)
@@ -196,10 +200,12 @@ def train(
     # --- models and optimisers ----------------------------------------------------------------
     objective = get_objective(spec.objective)
     arch = spec.architecture
+    assert arch.latent_dim is not None  # resolved above (with_latent_dim)
     G = build_generator(arch, n_features, n_conditions, data.image_shape).to(device)
     D = build_critic(arch, n_features, n_conditions, data.image_shape, objective.critic_dim)
     D = D.to(device)
     G_ema = copy.deepcopy(G).eval() if t.ema else None
+    assert t.lr_g is not None and t.lr_d is not None  # filled from the recipe
     opt_g = make_optimizer(G.parameters(), t.lr_g, t)
     opt_d = make_optimizer(D.parameters(), t.lr_d, t)
     # One scheduler step per generator step, for both optimisers.
@@ -274,6 +280,7 @@ def train(
         if G_ema is None:
             return G
         if needs_bn_refresh:
+            assert arch.latent_dim is not None and t.batch_size is not None  # as in generate
             refresh_batchnorm(G_ema, a_all, n_rows, arch.latent_dim, t.batch_size, t.seed)
         return G_ema
 
@@ -297,6 +304,7 @@ def train(
 
     def batch() -> tuple[Tensor, Tensor | None, Tensor | None]:
         # Sampling with replacement from the global RNG keeps resume exact: no epoch state.
+        assert t.batch_size is not None  # filled from the recipe
         if w_cdf is not None:
             u = torch.rand(t.batch_size, device=device)
             idx = torch.searchsorted(w_cdf, u).clamp_(max=n_rows - 1)
@@ -309,6 +317,8 @@ def train(
         )
 
     def generate(cond: Tensor | None) -> Tensor:
+        # latent_dim: resolved above; batch_size: filled from the recipe.
+        assert arch.latent_dim is not None and t.batch_size is not None
         z = torch.randn(t.batch_size, arch.latent_dim, device=device)  # [B, latent_dim]
         return G(z, cond)
 
@@ -325,6 +335,7 @@ def train(
             raise Cancelled(f"cancelled at step {step}")
 
         sigma = noise_scale(step)
+        assert t.n_critic is not None and t.batch_size is not None  # filled from the recipe
         for _ in range(t.n_critic):
             real, cond, w = batch()
             with torch.no_grad():
@@ -343,12 +354,14 @@ def train(
         g_loss.backward()
         opt_g.step()
         if G_ema is not None:
+            assert t.ema is not None  # G_ema exists only when t.ema is set
             ema_update(G_ema, G, t.ema)
         for sched in schedulers:
             sched.step()
 
         done = last_step = step + 1
         if referee is not None:
+            assert t.referee_every is not None  # the referee exists only when it is set
             referee.update(real, fakes[0], cond, w)
             if done % t.referee_every == 0 or done == t.steps:
                 referee_auc = referee.auc(G, x_all, a_all, 2 * t.batch_size, arch.latent_dim)

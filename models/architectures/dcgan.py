@@ -53,9 +53,11 @@ class Generator(nn.Module):
         image_shape: tuple[int, int, int] | None = None,
     ) -> None:
         super().__init__()
+        assert arch.latent_dim is not None  # filled by build_generator
         self.latent_dim, self.n_features, self.n_conditions = arch.latent_dim, n_features, n_conditions
         self.image_shape = check_image(image_shape, n_features)
         net = arch.generator
+        assert net.norm is not None  # filled when the ArchitectureSpec is validated
         chs = level_channels(net.channels, self.image_shape[1])
         bias = net.norm != "batch"  # a batch norm removes any bias before it
         self.c4 = chs[0]
@@ -92,6 +94,7 @@ class Critic(nn.Module):
         self.n_features, self.n_conditions, self.out_dim = n_features, n_conditions, out_dim
         self.image_shape = check_image(image_shape, n_features)
         net = arch.critic
+        assert net.norm is not None  # filled when the ArchitectureSpec is validated
         chs = level_channels(net.channels, self.image_shape[1])[::-1]  # sides H/2, ..., 4
         bias = net.norm != "batch"
         layers: list[nn.Module] = [

@@ -11,6 +11,7 @@ from models.spec import ArchitectureSpec, NetSpec
 
 def hidden_stack(net: NetSpec, n_in: int) -> nn.Sequential:
     """[N, n_in] -> [N, width]."""
+    assert net.norm is not None  # filled when the ArchitectureSpec is validated
     layers: list[nn.Module] = []
     for i in range(net.depth):
         # A batch norm removes any bias added before it, so such a Linear has none.
@@ -28,6 +29,7 @@ class Generator(nn.Module):
         image_shape: tuple[int, int, int] | None = None,
     ) -> None:
         super().__init__()
+        assert arch.latent_dim is not None  # filled by build_generator
         self.latent_dim, self.n_features, self.n_conditions = arch.latent_dim, n_features, n_conditions
         self.body = hidden_stack(arch.generator, arch.latent_dim + n_conditions)
         # Linear output: the features are standardised, not bounded (also for flattened images).

@@ -15,6 +15,7 @@ class Block(nn.Module):
     def __init__(self, net: NetSpec) -> None:
         super().__init__()
         w = net.width
+        assert net.norm is not None  # filled when the ArchitectureSpec is validated
         self.f = nn.Sequential(
             norm1d(net.norm, w), activation(net.activation),
             nn.Linear(w, w, bias=net.norm != "batch"),  # a batch norm follows: no bias
@@ -32,6 +33,7 @@ class ResMLP(nn.Module):
     def __init__(self, net: NetSpec, n_in: int, n_out: int) -> None:
         super().__init__()
         self.inp = nn.Linear(n_in, net.width)
+        assert net.norm is not None  # filled when the ArchitectureSpec is validated
         self.blocks = nn.Sequential(*(Block(net) for _ in range(net.depth)))
         self.out = nn.Sequential(
             norm1d(net.norm, net.width), activation(net.activation), nn.Linear(net.width, n_out)
@@ -50,6 +52,7 @@ class Generator(nn.Module):
         image_shape: tuple[int, int, int] | None = None,
     ) -> None:
         super().__init__()
+        assert arch.latent_dim is not None  # filled by build_generator
         self.latent_dim, self.n_features, self.n_conditions = arch.latent_dim, n_features, n_conditions
         # Linear output: the features are standardised, not bounded.
         self.net = ResMLP(arch.generator, arch.latent_dim + n_conditions, n_features)

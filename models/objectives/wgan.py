@@ -60,6 +60,7 @@ class WGAN(ScalarCritic):
 
     def after_critic_step(self, critic: nn.Module) -> None:
         c = self.params.clip
+        assert c is not None  # filled from the recipe when the spec is validated
         with torch.no_grad():
             for p in critic.parameters():
                 p.clamp_(-c, c)
