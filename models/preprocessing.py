@@ -108,6 +108,9 @@ class Transform(ABC):
 
 
 class _Affine(nn.Module):
+    shift: Tensor  # buffers
+    scale: Tensor
+
     def __init__(self, shift: np.ndarray, scale: np.ndarray, inverse: bool) -> None:
         super().__init__()
         self.register_buffer("shift", torch.tensor(shift, dtype=torch.float32))
@@ -290,6 +293,9 @@ def atom_middles(knots: np.ndarray) -> np.ndarray:
 
 
 class _QuantileForward(nn.Module):
+    knots: Tensor  # buffers
+    middles: Tensor
+
     def __init__(self, knots: np.ndarray) -> None:
         super().__init__()
         self.register_buffer("knots", torch.tensor(knots, dtype=torch.float64))
@@ -320,6 +326,9 @@ class _QuantileForward(nn.Module):
 
 
 class _QuantileInverse(nn.Module):
+    knots: Tensor  # buffers
+    flipped: Tensor
+
     def __init__(self, knots: np.ndarray) -> None:
         super().__init__()
         self.register_buffer("knots", torch.tensor(knots, dtype=torch.float64))
@@ -452,6 +461,8 @@ class _OneHot(nn.Module):
     """Codes [N, 1] -> [N, K] of 0/1, exactly: round(code) == arange(K) (Round, Equal, Cast in
     ONNX). A code outside 0..K-1 gives a row of zeros."""
 
+    levels: Tensor  # a buffer
+
     def __init__(self, k: int) -> None:
         super().__init__()
         self.register_buffer("levels", torch.arange(k, dtype=torch.float32))
@@ -461,6 +472,8 @@ class _OneHot(nn.Module):
 
 
 class _ConditionForward(nn.Module):
+    continuous_columns: Tensor  # a buffer
+
     def __init__(self, continuous_columns: list[int], inner: nn.Module | None,
                  categorical: dict[int, int]) -> None:
         super().__init__()
