@@ -160,11 +160,85 @@ def test_cancellation_stops_before_the_next_step():
     assert [p.step for p in seen] == [1, 2]
 
 
-def test_sample_weights_change_training():
-    spec = small_spec({"name": "wgan-gp"}, steps=3)
-    plain = train(spec, toy_data(True)).generator.state_dict()
-    weighted = train(spec, toy_data(True, weights=True)).generator.state_dict()
-    assert not all(torch.equal(plain[k], weighted[k]) for k in plain)
+# --- what the losses are given: the weighted law, each row with its own weight and condition --
+
+
+def indexed_data(weights: np.ndarray) -> Dataset:
+    """Feature 0 is the row's index (exact in float32), so that a batch names its rows."""
+    n = len(weights)
+    rng = np.random.default_rng(1)
+    return Dataset(
+        features=np.stack([np.arange(n), rng.normal(size=n)], 1).astype(np.float32),
+        conditions=rng.uniform(0, 2 * math.pi, size=(n, 1)).astype(np.float32),
+        weights=weights.astype(np.float32), feature_names=["i", "y"], condition_names=["angle"],
+        image_shape=None, modes=None, mode_std=None,
+    )
+
+
+def loss_calls(monkeypatch: pytest.MonkeyPatch, spec: JobSpec, data: Dataset) -> list[dict]:
+    """Trains `spec` (data in its own units: preprocessing "none") and returns, for every call
+    of the objective's critic and generator losses, the rows of the real batch (by index), its
+    conditions and the weights the loss was given."""
+    import models.train as train_module
+
+    calls: list[dict] = []
+    make = train_module.get_objective
+
+    def spying(params):  # type: ignore[no-untyped-def]
+        objective = make(params)
+        for part in ("critic_loss", "generator_loss"):
+            loss = getattr(objective, part)
+
+            def spy(critic, real, fakes, cond, w, loss=loss, part=part):  # type: ignore[no-untyped-def]
+                calls.append({"part": part, "rows": real[:, 0].long().numpy().copy(),
+                              "cond": cond[:, 0].numpy().copy(),
+                              "w": None if w is None else w.numpy().copy()})
+                return loss(critic, real, fakes, cond, w)
+
+            setattr(objective, part, spy)
+        return objective
+
+    monkeypatch.setattr(train_module, "get_objective", spying)
+    spec = spec.model_copy(deep=True)
+    spec.dataset.preprocessing = "none"
+    train(spec, data)
+    assert {c["part"] for c in calls} == {"critic_loss", "generator_loss"}
+    for c in calls:  # each row comes with its own condition
+        np.testing.assert_array_equal(c["cond"], data.conditions[c["rows"], 0])
+    return calls
+
+
+def test_non_negative_weights_draw_rows_in_proportion_and_count_each_once(monkeypatch):
+    # A quarter of the rows weigh 0, a quarter 1, half 3: drawn 0, 1/7 and 6/7 of the time.
+    n = 512
+    w = np.repeat([0.0, 1.0, 3.0, 3.0], n // 4)
+    spec = small_spec({"name": "nsgan"}, steps=40, n_critic=1)
+    calls = loss_calls(monkeypatch, spec, indexed_data(w))
+    rows = np.concatenate([c["rows"] for c in calls])
+    assert len(rows) >= 2500
+    assert w[rows].min() > 0, "a row of weight 0 was drawn"
+    share = float((w[rows] == 3.0).mean())
+    assert share == pytest.approx(6 / 7, abs=0.03), share  # uniform rows: 1/2; w^2: 18/19
+    # the draw is the weighting: the losses get no weights on top (that would count w twice)
+    weighted = sum(c["w"] is not None for c in calls)
+    assert weighted == 0, f"{weighted} of {len(calls)} loss calls got weights on top of the draw"
+
+
+def test_signed_weights_go_to_both_losses_with_their_own_rows(monkeypatch):
+    # Signed weights cannot be probabilities: rows are drawn uniformly and every loss gets each
+    # row's weight, normalised to mean 1 (the same scale as no weights).
+    n = 512
+    w = np.tile([2.0, -0.5, 1.0, 0.5], n // 4)
+    w[:64] = 4.0  # rows 0..63 weigh more: a weight that drew its rows would show
+    spec = as_given(small_spec({"name": "wgan-gp"}, steps=40, n_critic=1))
+    calls = loss_calls(monkeypatch, spec, indexed_data(w))
+    normalised = (w / w.mean()).astype(np.float32)
+    for c in calls:
+        assert c["w"] is not None, c["part"]
+        np.testing.assert_allclose(c["w"], normalised[c["rows"]], rtol=1e-6,
+                                   err_msg=f"{c['part']}: not the weights of its rows")
+    rows = np.concatenate([c["rows"] for c in calls])
+    assert float((rows < 64).mean()) == pytest.approx(64 / n, abs=0.03)  # uniform rows
 
 
 def test_dcgan_trains_on_digits_conditional_and_not():
