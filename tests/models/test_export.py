@@ -19,6 +19,10 @@ from models.spec import ArchitectureSpec
 
 LATENT = 4
 SMALL = {"width": 16, "depth": 2, "channels": 4}
+# float32 parity, onnxruntime vs PyTorch, on the model's scale: measured <= 6e-7 on every case
+# here. The exporter refuses above its own 1e-4 (models.export.TOLERANCE); checking at that
+# threshold would pass a graph that is off by 5e-5, so the tests hold it to 1e-5.
+PARITY = 1e-5
 
 
 class Affine(nn.Module):
@@ -93,7 +97,7 @@ def test_onnxruntime_matches_torch_on_a_new_batch_size(case, tmp_path):
     path = tmp_path / "g.onnx"
     report = export_onnx(G, path, feature_transform=ft, condition_transform=ct, metadata=META)
     assert G.training and all(m.training for m in G.modules())  # mode restored
-    assert report.path == path and report.max_abs_error <= 1e-4 and report.opset == 17
+    assert report.path == path and report.max_abs_error <= PARITY and report.opset == 17
     assert report.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
     assert report.output_names == ["samples"]
     assert report.input_names == (["z", "conditions"] if G.n_conditions else ["z"])
@@ -112,8 +116,17 @@ def test_onnxruntime_matches_torch_on_a_new_batch_size(case, tmp_path):
     G.eval()
     with torch.no_grad():
         raw = G(torch.from_numpy(z), a).numpy()
+        # the graph's pipeline run by PyTorch: its condition and feature transform modules
+        a_graph = ct.forward_module()(torch.from_numpy(feeds["conditions"])).float() \
+            if ct is not None else None
+        physical = ft.inverse_module()(G(torch.from_numpy(z), a_graph)).numpy()
     assert samples.shape == (5, G.n_features) and samples.dtype == np.float32
-    # on the standardised scale, where the features' units (std up to 50) do not matter
+    # on the standardised scale, where the features' units (std up to 50) do not matter:
+    # the same pipeline in onnxruntime and in PyTorch, to float32 precision ...
+    model_scale = lambda x: ft.forward(x.astype(np.float64))  # noqa: E731
+    assert np.abs(model_scale(samples) - model_scale(physical)).max() <= PARITY
+    # ... and the physical samples are the generator's output in physical units (this also
+    # carries float32 rounding of the physical values: up to 6e-6 measured)
     assert np.abs(ft.forward(samples) - raw).max() <= 1e-4
 
 
@@ -220,4 +233,4 @@ def test_real_transforms(kind, tmp_path):
     G, _, _ = make("resmlp-cond")
     report = export_onnx(G, tmp_path / "g.onnx", feature_transform=ft, condition_transform=ct,
                          metadata=META)
-    assert report.max_abs_error <= 1e-4
+    assert report.max_abs_error <= PARITY  # measured <= 3e-7
