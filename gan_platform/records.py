@@ -17,12 +17,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import (
     JSON,
     Column,
+    ColumnElement,
     DateTime,
+    DefaultClause,
     Engine,
     ForeignKey,
     Integer,
@@ -217,7 +219,9 @@ class Records:
                 if column.name in have:
                     continue
                 kind = column.type.compile(dialect=self.engine.dialect)
-                default = column.server_default.arg if column.server_default is not None else None
+                # The tables' server defaults are all given as strings: DefaultClause.
+                server_default = cast("DefaultClause | None", column.server_default)
+                default = server_default.arg if server_default is not None else None
                 ddl = f'ALTER TABLE {table.name} ADD COLUMN "{column.name}" {kind}'
                 if default is not None:
                     ddl += f" NOT NULL DEFAULT '{default}'"
@@ -322,7 +326,7 @@ class Records:
         limit: int = 50,
         offset: int = 0,
     ) -> tuple[list[dict[str, Any]], int]:
-        cond = []
+        cond: list[ColumnElement[bool]] = []
         if status:
             cond.append(jobs.c.status.in_(list(status)))
         if owner is not None:

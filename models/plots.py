@@ -7,7 +7,7 @@ Every `*_figure` function returns the matplotlib Figure, so tests can read back 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -79,7 +79,7 @@ def pair_figure(real: np.ndarray, gen: np.ndarray, names: tuple[str, str], *,
     return fig
 
 
-def curves_figure(steps: Sequence[int], curves: dict[str, Sequence[float]],
+def curves_figure(steps: Sequence[int], curves: Mapping[str, Sequence[float]],
                   referee: Sequence[float | None] | None = None,
                   validation: Sequence[float | None] | None = None,
                   best_step: int | None = None) -> Figure:

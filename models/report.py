@@ -48,7 +48,7 @@ import math
 import time
 import warnings
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, SupportsFloat
 
 import numpy as np
 from scipy import stats
@@ -64,7 +64,7 @@ PER_FEATURE_MATRIX_LIMIT = 32  # correlation matrices and per-feature lists abov
 N_BINS = 5
 
 
-def _f(x: float) -> float | None:
+def _f(x: SupportsFloat) -> float | None:
     """JSON-safe float: NaN and inf become None."""
     x = float(x)
     return x if math.isfinite(x) else None
@@ -157,6 +157,7 @@ def feature_metrics(real: np.ndarray, gen: np.ndarray, names: Sequence[str],
                 "std_real": _f(r.std()), "std_generated": _f(g.std()),
             })
             continue
+        assert w_r is not None and w_g is not None
         w1, ks_stat = weighted_ecdf_distances(r, g, w_r, w_g)
         p = math.nan
         if n_r > 0 and n_g > 0 and math.isfinite(ks_stat):

@@ -9,7 +9,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 from fastapi import Response
@@ -80,7 +80,8 @@ def condition_matrix(model: LoadedModel, columns: Mapping[str, Sequence[object]]
             errors.append(error)
         values.append(column)
     _raise_all(errors)
-    return np.column_stack(values).astype(np.float32, copy=False)
+    # No error was raised, so condition_column gave every column (None only with an error).
+    return np.column_stack(cast("list[np.ndarray]", values)).astype(np.float32, copy=False)
 
 
 def query_conditions(model: LoadedModel, items: Sequence[tuple[str, str]],

@@ -119,9 +119,9 @@ def encode(samples: np.ndarray, columns: Sequence[str], fmt: str) -> bytes:
         np.savetxt(buf, samples, fmt="%.9g", delimiter=",")
         return buf.getvalue().encode()
     if fmt == "npy":
-        buf = io.BytesIO()
-        np.save(buf, np.ascontiguousarray(samples, dtype=np.float32), allow_pickle=False)
-        return buf.getvalue()
+        raw = io.BytesIO()
+        np.save(raw, np.ascontiguousarray(samples, dtype=np.float32), allow_pickle=False)
+        return raw.getvalue()
     if fmt == "arrow":
         import pyarrow as pa
 

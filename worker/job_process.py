@@ -46,7 +46,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Protocol
 
 log = logging.getLogger("worker.job")
 
@@ -294,7 +294,13 @@ def _hang(phase: str, function: Callable[..., Any], marker: Path) -> Callable[..
     return hung
 
 
-def _enospc_at(step: int, save: Callable[[dict, Path], None]) -> Callable[[dict, Path], None]:
+class _Save(Protocol):
+    """models.train._save_atomic, argument names included (the seam below replaces it)."""
+
+    def __call__(self, obj: dict, path: Path) -> None: ...
+
+
+def _enospc_at(step: int, save: _Save) -> _Save:
     def save_on_a_full_disk(obj: dict, path: Path) -> None:
         if int(obj.get("step", 0)) < step:
             return save(obj, path)

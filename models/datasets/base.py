@@ -56,7 +56,7 @@ class Dataset:
     condition_names: list[str]
     image_shape: tuple[int, int, int] | None = None
     modes: np.ndarray | None = None
-    mode_std: float | None = None
+    mode_std: float | np.ndarray | None = None
     categories: dict[str, list] = field(default_factory=dict)
 
     @property
@@ -97,7 +97,7 @@ class Table:
     aliases: dict[str, list[str]] = field(default_factory=dict)
     image_shape: tuple[int, int, int] | None = None
     modes: np.ndarray | None = None
-    mode_std: float | None = None
+    mode_std: float | np.ndarray | None = None
     n_rows: int | None = None
     reads_all_columns: bool = False
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Mapping, Sequence
+from typing import Literal, overload
 
 import numpy as np
 
@@ -148,6 +149,18 @@ def lamarr_toy_conditions(n: int, rng: np.random.Generator) -> np.ndarray:
     n_tracks = rng.negative_binomial(r, r / (r + m), n).astype(np.float64)
     charge = np.where(rng.random(n) < 0.5, -1.0, 1.0)
     return np.stack([p, eta, n_tracks, charge], axis=1)
+
+
+@overload
+def lamarr_toy_sample(conditions: np.ndarray | Mapping[str, np.ndarray],
+                      rng: np.random.Generator, *,
+                      return_heavy: Literal[False] = False) -> np.ndarray: ...
+
+
+@overload
+def lamarr_toy_sample(conditions: np.ndarray | Mapping[str, np.ndarray],
+                      rng: np.random.Generator, *,
+                      return_heavy: Literal[True]) -> tuple[np.ndarray, np.ndarray]: ...
 
 
 def lamarr_toy_sample(conditions: np.ndarray | Mapping[str, np.ndarray],

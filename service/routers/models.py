@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import secrets
-from typing import Annotated
+from typing import Annotated, Any
 
 import numpy as np
 from fastapi import APIRouter, Header, Query, Request, Response
@@ -27,7 +27,7 @@ from serving.sampling import LoadedModel
 router = APIRouter(prefix="/v1/models", tags=["models"])
 
 RESERVED_QUERY = frozenset({"n", "seed", "format"})
-SAMPLE_RESPONSES = {
+SAMPLE_RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {
         "description": "`json` ({columns, data}), `csv`, `npy` or Arrow IPC stream (`arrow`); "
         "X-Seed says the seed used",
