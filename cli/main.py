@@ -10,6 +10,7 @@ import io
 import json
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -78,7 +79,7 @@ def _fmt_eta(seconds: float | None) -> str:
     return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
 
 
-def _sse(client: httpx.Client, path: str):  # type: ignore[no-untyped-def]
+def _sse(client: httpx.Client, path: str) -> Iterator[tuple[str, Any, str | None]]:
     """(event, data, id) triples of a server-sent event stream."""
     with client.stream("GET", path, timeout=httpx.Timeout(None, connect=10)) as r:
         if r.status_code >= 400:

@@ -20,6 +20,7 @@ import hmac
 import logging
 import secrets
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Annotated
@@ -123,7 +124,7 @@ def _unauthorized(detail: str) -> Problem:
                    headers={"WWW-Authenticate": 'Bearer realm="gan-service"'})
 
 
-def require(scope: str):  # type: ignore[no-untyped-def]
+def require(scope: str) -> Callable[..., Principal]:
     """A dependency: the caller's Principal, which must hold `scope` (or `admin`)."""
     assert scope in SCOPES
 

@@ -121,7 +121,7 @@ def known_categories(categories: Sequence[int | str], limit: int = SHOWN_CATEGOR
     return f"{head}, ... ({more} more)" if more > 0 else head
 
 
-def _normalise(value: object, numeric: bool) -> object:
+def _normalise(value: object, numeric: bool) -> int | str | None:
     """A request value as the category it may be: integer categories take ints, integral
     floats and numeric strings ("3"); string categories take strings (numbers as text)."""
     if isinstance(value, bool):
@@ -154,10 +154,10 @@ def encode_category(name: str, categories: Sequence[int | str], values: Sequence
     """The codes [len(values)] float32 of `values` among `categories` (a categorical
     condition's sorted values); UnknownCategory names the condition and lists the known ones."""
     numeric = all(isinstance(c, int) and not isinstance(c, bool) for c in categories)
-    index = {c: i for i, c in enumerate(categories)}
+    index: dict[int | str | None, int] = {c: i for i, c in enumerate(categories)}
     codes = np.empty(len(values), dtype=np.float32)
     for row, value in enumerate(values):
-        code = index.get(_normalise(value, numeric))  # type: ignore[arg-type]
+        code = index.get(_normalise(value, numeric))
         if code is None:
             raise UnknownCategory(
                 f"unknown category {value!r} for condition {name!r}; known categories: "

@@ -75,7 +75,7 @@ def parse_dataset_uri(uri: str) -> DatasetURI:
     except ValueError as e:
         raise InvalidURI(f"malformed data set URI {clip(uri)}: {e}") from None
     parse = {"builtin": _builtin, "dataset": _dataset, "file": _file}.get(scheme, _remote)
-    return parse(uri, scheme, parts)  # type: ignore[arg-type]
+    return parse(uri, scheme, parts)
 
 
 def _no_query(uri: str, parts: SplitResult, what: str) -> None:
