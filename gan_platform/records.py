@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, Literal, cast, get_args
 
 from sqlalchemy import (
     JSON,
@@ -46,13 +46,14 @@ from sqlalchemy import (
 from sqlalchemy.engine import Connection, RowMapping, make_url
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
-QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLING, CANCELLED = (
-    "queued", "running", "succeeded", "failed", "cancelling", "cancelled"
-)
-STATUSES = (QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLING, CANCELLED)
+# A job's status: written once, here; the API's schemas use the same Literal.
+Status = Literal["queued", "running", "succeeded", "failed", "cancelling", "cancelled"]
+STATUSES: tuple[str, ...] = get_args(Status)
+QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLING, CANCELLED = STATUSES
 TERMINAL = frozenset({SUCCEEDED, FAILED, CANCELLED})
 ACTIVE = (QUEUED, RUNNING, CANCELLING)
 PRIVATE, SHARED = "private", "shared"
+NO_LEASE: dict[str, Any] = {"lease_owner": None, "lease_until": None}  # a job no one holds
 VISIBILITIES = (PRIVATE, SHARED)
 
 metadata = MetaData()
@@ -230,6 +231,22 @@ class Records:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+    def ping(self) -> None:
+        """A round trip to the database (raises when it is unreachable)."""
+        with self.engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+
+    def count_by_status(self) -> dict[str, int]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(jobs.c.status, func.count()).group_by(jobs.c.status))
+            return {str(status): int(n) for status, n in rows.all()}
+
+    def live_leases(self) -> int:
+        """Running jobs whose worker renewed its lease in time: a worker is alive."""
+        with self.engine.connect() as conn:
+            return int(conn.execute(select(func.count()).select_from(jobs).where(
+                jobs.c.status == RUNNING, jobs.c.lease_until > utcnow())).scalar_one())
 
     @contextmanager
     def _tx(self) -> Iterator[Connection]:
@@ -422,14 +439,18 @@ class Records:
             jobs.c.status.in_([RUNNING, CANCELLING]),
         )
 
+    def _fenced_update(self, conn: Connection, job_id: str, token: str, *where: Any,
+                       **values: Any) -> bool:
+        """UPDATE the job only while `token` holds its lease: True when it did."""
+        result = conn.execute(update(jobs).where(self._fenced(job_id, token), *where)
+                              .values(**values))
+        return bool(result.rowcount == 1)
+
     def heartbeat(self, job_id: str, token: str, lease_seconds: float) -> str | None:
         """Extend the lease. Returns the job's status, or None when the lease was lost."""
         until = utcnow() + timedelta(seconds=lease_seconds)
         with self._tx() as conn:
-            result = conn.execute(
-                update(jobs).where(self._fenced(job_id, token)).values(lease_until=until)
-            )
-            if result.rowcount != 1:
+            if not self._fenced_update(conn, job_id, token, lease_until=until):
                 return None
             return conn.execute(select(jobs.c.status).where(jobs.c.id == job_id)).scalar_one()
 
@@ -448,12 +469,8 @@ class Records:
         now = utcnow()
         progress = {"step": step, "total_steps": total_steps, "losses": losses, "metrics": metrics}
         with self._tx() as conn:
-            result = conn.execute(
-                update(jobs)
-                .where(self._fenced(job_id, token))
-                .values(progress=progress, lease_until=now + timedelta(seconds=lease_seconds))
-            )
-            if result.rowcount != 1:
+            if not self._fenced_update(conn, job_id, token, progress=progress,
+                                       lease_until=now + timedelta(seconds=lease_seconds)):
                 return False
             conn.execute(
                 insert(job_events).values(
@@ -482,19 +499,8 @@ class Records:
         after its last step still succeeds: the work is done."""
         now = utcnow()
         with self._tx() as conn:
-            result = conn.execute(
-                update(jobs)
-                .where(self._fenced(job_id, token))
-                .values(
-                    status=SUCCEEDED,
-                    model_id=model_id,
-                    finished_at=now,
-                    lease_owner=None,
-                    lease_until=None,
-                    error=None,
-                )
-            )
-            if result.rowcount != 1:
+            if not self._fenced_update(conn, job_id, token, status=SUCCEEDED, model_id=model_id,
+                                       finished_at=now, error=None, **NO_LEASE):
                 return False
             conn.execute(
                 insert(models).values(
@@ -512,41 +518,18 @@ class Records:
         """End a claimed job as failed or cancelled."""
         assert status in (FAILED, CANCELLED)
         with self._tx() as conn:
-            result = conn.execute(
-                update(jobs)
-                .where(self._fenced(job_id, token))
-                .values(
-                    status=status,
-                    error=error,
-                    finished_at=utcnow(),
-                    lease_owner=None,
-                    lease_until=None,
-                )
-            )
-            return result.rowcount == 1
+            return self._fenced_update(conn, job_id, token, status=status, error=error,
+                                       finished_at=utcnow(), **NO_LEASE)
 
     def release(self, job_id: str, token: str) -> bool:
         """Give a claimed job back (worker shutting down): queued again, this attempt not
         counted; a job being cancelled ends cancelled."""
         now = utcnow()
         with self._tx() as conn:
-            conn.execute(
-                update(jobs)
-                .where(self._fenced(job_id, token), jobs.c.status == CANCELLING)
-                .values(status=CANCELLED, finished_at=now, lease_owner=None, lease_until=None)
-            )
-            result = conn.execute(
-                update(jobs)
-                .where(self._fenced(job_id, token))
-                .values(
-                    status=QUEUED,
-                    lease_owner=None,
-                    lease_until=None,
-                    enqueued_at=now,
-                    attempts=jobs.c.attempts - 1,
-                )
-            )
-            return result.rowcount == 1
+            self._fenced_update(conn, job_id, token, jobs.c.status == CANCELLING,
+                                status=CANCELLED, finished_at=now, **NO_LEASE)
+            return self._fenced_update(conn, job_id, token, status=QUEUED, enqueued_at=now,
+                                       attempts=jobs.c.attempts - 1, **NO_LEASE)
 
     def reap(self, max_attempts: int) -> Reaped:
         """Jobs whose worker stopped renewing its lease (killed, machine lost).

@@ -18,9 +18,8 @@ from models.export import export_onnx
 from models.metrics import mode_coverage
 from models.spec import JobSpec
 from models.train import Cancelled, Progress, TrainedModel, sample_trained, train
+from models.workdir import ONNX_NAME, REPORT_DIR
 
-ONNX_NAME = "generator.onnx"
-REPORT_DIR = "report"  # under the work folder: report.json and plots/*.png
 log = logging.getLogger("models.pipeline")
 N_QUALITY_SAMPLES = 2500  # as in the VEEGAN / PacGAN mode-coverage tables
 
@@ -147,17 +146,20 @@ def run_job(
         log.exception("the quality report failed")
         quality, plots = {"error": f"{type(exc).__name__}: {exc}", "plots": []}, {}
 
-    metadata = {
-        "feature_names": json.dumps(trained.feature_names),
-        "condition_names": json.dumps(trained.condition_names),
+    # What the model says of itself: in the ONNX file (as strings, JSON where not one) and in
+    # the job's result, from this one dict.
+    described = {
+        "feature_names": trained.feature_names,
+        "condition_names": trained.condition_names,
         # {categorical condition: its values}; the graph takes a value's index (its code).
-        "categories": json.dumps(data.categories),
+        "categories": data.categories,
         "objective": spec.objective.name,
         "architecture": spec.architecture.name,
-        "latent_dim": str(trained.spec.architecture.latent_dim),
-        "image_shape": json.dumps(trained.image_shape),
+        "latent_dim": trained.spec.architecture.latent_dim,
+        "image_shape": list(trained.image_shape) if trained.image_shape else None,
         "spec_hash": spec.spec_hash(),
     }
+    metadata = {k: v if isinstance(v, str) else json.dumps(v) for k, v in described.items()}
     onnx_path = workdir / ONNX_NAME
     _stop_if_asked(should_stop, "before the export")
     report = export_onnx(
@@ -171,14 +173,7 @@ def run_job(
     return JobResult(
         onnx_path=onnx_path,
         metadata={
-            "feature_names": trained.feature_names,
-            "condition_names": trained.condition_names,
-            "categories": data.categories,
-            "objective": spec.objective.name,
-            "architecture": spec.architecture.name,
-            "latent_dim": trained.spec.architecture.latent_dim,
-            "image_shape": list(trained.image_shape) if trained.image_shape else None,
-            "spec_hash": spec.spec_hash(),
+            **described,
             "onnx_sha256": report.sha256,
             "export_max_abs_error": report.max_abs_error,
             "training_device": trained.device,

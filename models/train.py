@@ -28,8 +28,7 @@ from models.referee import Referee
 from models.selection import Validator, has_batchnorm, refresh_batchnorm
 from models.spec import JobSpec, TrainingSpec
 from models.weights import WeightRegression, check_weights, has_negative
-
-CHECKPOINT_NAME = "checkpoint.pt"
+from models.workdir import CHECKPOINT_NAME
 
 
 class Cancelled(Exception):

@@ -28,10 +28,12 @@ from typing import Annotated
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from gan_platform.keys import SCOPES, KeyEntry, hash_key, parse_keys
 from gan_platform.settings import Settings
 from service.problems import Problem
 
-SCOPES = frozenset({"train", "sample", "admin"})
+__all__ = ["SCOPES", "Principal", "authenticate", "hash_key", "parse_keys", "require"]
+
 log = logging.getLogger("service.auth")
 
 bearer = HTTPBearer(auto_error=False, description="An API key from API_KEYS")
@@ -56,39 +58,6 @@ class Principal:
 
 
 ANONYMOUS = Principal(name=None, scopes=SCOPES)
-
-
-@dataclass(frozen=True)
-class KeyEntry:
-    name: str
-    scopes: frozenset[str]
-    digest: bytes
-
-
-def hash_key(key: str) -> str:
-    return hashlib.sha256(key.encode()).hexdigest()
-
-
-def parse_keys(entries: list[str]) -> list[KeyEntry]:
-    """`name:scope+scope:sha256hex` -> KeyEntry; a malformed entry raises ValueError."""
-    out = []
-    for entry in entries:
-        parts = entry.strip().split(":")
-        if len(parts) != 3:
-            raise ValueError(f"API_KEYS entry {entry[:40]!r}: expected name:scopes:sha256hex")
-        name, scopes_text, digest = parts
-        scopes = frozenset(s for s in scopes_text.replace("|", "+").split("+") if s)
-        if not name or not scopes or not scopes <= SCOPES:
-            raise ValueError(f"API_KEYS entry for {name!r}: scopes must be among {sorted(SCOPES)}")
-        try:
-            raw = bytes.fromhex(digest)
-        except ValueError:
-            raw = b""
-        if len(raw) != 32:
-            raise ValueError(f"API_KEYS entry for {name!r}: the third part must be a SHA-256 "
-                             "hex digest of the key, not the key itself")
-        out.append(KeyEntry(name=name, scopes=scopes, digest=raw))
-    return out
 
 
 def authenticate(settings: Settings, token: str | None) -> Principal:

@@ -33,12 +33,11 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 from sqlalchemy import exc as sa_exc
-from sqlalchemy import func, select, text
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gan_platform.logs import JOB_ID, JsonFormatter, configure_logging
-from gan_platform.records import STATUSES, jobs
+from gan_platform.records import STATUSES
 from service import problems
 from service.auth import require
 
@@ -76,9 +75,7 @@ class StateCollector(Collector):
             return
         by_state = GaugeMetricFamily("gan_jobs", "jobs by state", labels=["state"])
         try:
-            with services.records.engine.connect() as conn:
-                counts = dict(conn.execute(
-                    select(jobs.c.status, func.count()).group_by(jobs.c.status)).all())
+            counts = services.records.count_by_status()
             for state in STATUSES:
                 by_state.add_metric([state], float(counts.get(state, 0)))
             yield by_state
@@ -170,12 +167,7 @@ class ObservabilityMiddleware:
 
 def _worker_reachable(services: Any) -> str | None:
     """None when some worker is reachable, else why not."""
-    from gan_platform.records import RUNNING, utcnow
-
-    with services.records.engine.connect() as conn:
-        live = conn.execute(select(func.count()).select_from(jobs).where(
-            jobs.c.status == RUNNING, jobs.c.lease_until > utcnow())).scalar_one()
-    if live:
+    if services.records.live_leases():
         return None
     try:
         replies = services.sender.control.ping(timeout=1.0)
@@ -236,8 +228,7 @@ def install(app: Any) -> None:
         services = request.app.state.services
         checks: dict[str, str] = {}
         try:
-            with services.records.engine.connect() as conn:
-                conn.execute(text("SELECT 1"))
+            services.records.ping()
             checks["database"] = "ok"
         except Exception as exc:
             checks["database"] = f"unreachable: {type(exc).__name__}"

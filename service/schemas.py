@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelling", "cancelled"]
+from gan_platform.records import Status as JobStatus
 
 
 class ProgressOut(BaseModel):

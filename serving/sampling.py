@@ -80,24 +80,29 @@ def load_model(path: Path | str, providers: Sequence[str] | None = None) -> Load
         str(path), sess_options=options, providers=list(providers or preferred_providers())
     )
     meta = session.get_modelmeta().custom_metadata_map
-    inputs = {i.name: i for i in session.get_inputs()}
-    if "z" not in inputs:
-        raise ValueError(f"{path}: the generator has no input 'z' (inputs: {list(inputs)})")
+    # By position, as the exporter (models.export) orders them: the noise, then the
+    # conditions of a conditional generator; one output, the samples. Their names are the
+    # exporter's business.
+    inputs = session.get_inputs()
+    if not 1 <= len(inputs) <= 2:
+        raise ValueError(f"{path}: a generator takes the noise and maybe the conditions, not "
+                         f"{len(inputs)} inputs ({[i.name for i in inputs]})")
     latent = _json_meta(meta, "latent_dim", None)
     if latent is None:
-        dim = inputs["z"].shape[1]
+        dim = inputs[0].shape[1]
         if not isinstance(dim, int):
             raise ValueError(f"{path}: latent_dim neither in the metadata nor in the graph")
         latent = dim
     outputs = session.get_outputs()
-    output = next((o.name for o in outputs if o.name == "samples"), outputs[0].name)
+    output = outputs[0].name
     n_out = outputs[0].shape[1] if len(outputs[0].shape) == 2 else None
     features = _json_meta(meta, "feature_names", None)
     if features is None:
         features = [f"x{i}" for i in range(n_out if isinstance(n_out, int) else 0)]
     conditions = _json_meta(meta, "condition_names", [])
-    if conditions and "conditions" not in inputs:
-        raise ValueError(f"{path}: condition_names given but the graph has no 'conditions'")
+    if bool(conditions) != (len(inputs) == 2):
+        raise ValueError(f"{path}: {len(conditions)} condition names but the graph takes "
+                         f"{len(inputs) - 1} conditions input")
     categories = _json_meta(meta, "categories", {}) or {}
     if not isinstance(categories, dict) or any(
             c not in conditions or not isinstance(v, list) for c, v in categories.items()):
@@ -108,7 +113,7 @@ def load_model(path: Path | str, providers: Sequence[str] | None = None) -> Load
         condition_names=list(conditions),
         latent_dim=int(latent),
         provider=session.get_providers()[0],
-        input_names=list(inputs),
+        input_names=[i.name for i in inputs],
         output_name=output,
         categories={str(c): list(v) for c, v in categories.items()},
     )
@@ -205,10 +210,10 @@ def sample(
         if deadline is not None and time.monotonic() > deadline:
             raise SamplingTimeout(f"stopped after {start} of {n} rows: the time limit passed")
         stop = min(start + CHUNK_ROWS, n)
-        feeds = {"z": z[start:stop]}
+        feeds = {model.input_names[0]: z[start:stop]}
         if c:
             assert conditions is not None
-            feeds["conditions"] = conditions[start:stop]
+            feeds[model.input_names[1]] = conditions[start:stop]
         (chunk,) = model.session.run([model.output_name], feeds)
         out[start:stop] = chunk.reshape(stop - start, -1)
     return out

@@ -21,14 +21,15 @@ from pathlib import Path
 from typing import Any
 
 from gan_platform.artifacts import ArtifactStore, checkpoint_key, model_key, sha256_file
+from gan_platform.keys import admin_names
 from gan_platform.logs import JOB_ID
 from gan_platform.records import CANCELLED, CANCELLING, FAILED, Records
 from gan_platform.settings import Settings
 from models.spec import JobSpec
+from models.workdir import CHECKPOINT_NAME
 
 log = logging.getLogger("worker")
 
-CHECKPOINT_NAME = "checkpoint.pt"  # models.train.CHECKPOINT_NAME (not imported: torch)
 CANCEL_POLL_SECONDS = 1.0  # Lease.should_stop() reads the job's status at most this often
 
 # Set when the worker is asked to shut down: the running job stops at its next step, goes
@@ -64,6 +65,15 @@ def context(resend: Callable[[str], None]) -> Context:
                 resend=resend,
             )
         return _context
+
+
+def may_read_upload(job_owner: str | None, upload_owner: str | None,
+                    settings: Settings) -> bool:
+    """An upload is its owner's (as the API's ownership rule): an admin's job may read any,
+    and a job submitted with auth off (no owner) is the anonymous admin's."""
+    if job_owner is None or job_owner == upload_owner:
+        return True
+    return job_owner in admin_names(settings.API_KEYS)
 
 
 def lease_token() -> str:
@@ -355,7 +365,9 @@ def run(ctx: Context, job_id: str) -> str:
         from models.datasets import DataError
 
         row = records.get_dataset(dataset_id)
-        if row is None:
+        # The API checked at submit that the job's owner may read the upload; checked again
+        # here, so a job in the database can never read another owner's data.
+        if row is None or not may_read_upload(job["owner"], row["owner"], settings):
             raise DataError(f"no uploaded data set {dataset_id!r}")
         return store.local_path(store.key_of(row["artifact_uri"]))
 

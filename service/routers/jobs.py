@@ -8,18 +8,16 @@ from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
-from gan_platform.records import CANCELLED, STATUSES, TERMINAL, QuotaExceeded
+from gan_platform.records import CANCELLED, STATUSES, TERMINAL
 from models.spec import JobSpec
-from service.auth import Principal, PrincipalDep
-from service.celery_client import send_train
+from service.auth import PrincipalDep
 from service.deps import RecordsDep, SenderDep, ServicesDep, SettingsDep
-from service.ownership import check_upload_owner, visible_job
+from service.ownership import visible_job
 from service.problems import Problem, invalid
 from service.schemas import JobList, JobOut, JobStatus
-from service.validation import check_dataset_uri, check_job_resources
+from service.submission import submit
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
-
 
 
 @router.post("", status_code=202, response_model=JobOut,
@@ -34,47 +32,12 @@ def submit_job(
     idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
 ) -> JobOut:
     """Queue a training job. The same `Idempotency-Key` returns the same job."""
-    spec_hash = spec.spec_hash()
-    if idempotency_key is not None:
-        existing = records.job_by_idempotency_key(idempotency_key)
-        if existing is not None:
-            return _replay(existing, spec_hash, response, principal)
-    if spec.training.steps > settings.MAX_TRAINING_STEPS:
-        raise invalid(f"training.steps={spec.training.steps} is above MAX_TRAINING_STEPS="
-                      f"{settings.MAX_TRAINING_STEPS}", ["body", "training", "steps"])
-    check_dataset_uri(spec.dataset.uri, settings, records)
-    check_job_resources(spec, settings)
-    check_upload_owner(spec.dataset.uri, records, principal)
-    try:
-        job, created = records.create_job(
-            spec.model_dump(mode="json"), spec_hash, idempotency_key=idempotency_key,
-            owner=principal.owner, max_active=settings.MAX_QUEUED_JOBS_PER_KEY,
-        )
-    except QuotaExceeded as exc:
-        raise Problem(429, f"this API key has {exc.active} queued or running jobs; "
-                      f"MAX_QUEUED_JOBS_PER_KEY={settings.MAX_QUEUED_JOBS_PER_KEY}",
-                      title="Too many jobs", type="too-many-jobs",
-                      headers={"Retry-After": "60"}) from exc
-    if not created:
-        return _replay(job, spec_hash, response, principal)
-    send_train(sender, settings, job["id"])
-    response.headers["Location"] = f"/v1/jobs/{job['id']}"
-    return JobOut.from_row(job)
-
-
-def _replay(job: dict, spec_hash: str, response: Response, principal: Principal) -> JobOut:
-    if not principal.can_see(job["owner"]):
-        raise Problem(422, "this Idempotency-Key is already used by another API key",
-                      title="Idempotency-Key reused", type="idempotency-key-reused")
-    if job["spec_hash"] != spec_hash:
-        raise Problem(
-            422,
-            f"this Idempotency-Key was used for job {job['id']} with a different spec",
-            title="Idempotency-Key reused", type="idempotency-key-reused",
-        )
-    response.headers["Location"] = f"/v1/jobs/{job['id']}"
-    response.headers["Idempotent-Replayed"] = "true"
-    return JobOut.from_row(job)
+    done = submit(spec, principal, records=records, settings=settings, sender=sender,
+                  idempotency_key=idempotency_key)
+    response.headers["Location"] = f"/v1/jobs/{done.job['id']}"
+    if done.replayed:
+        response.headers["Idempotent-Replayed"] = "true"
+    return JobOut.from_row(done.job)
 
 
 @router.get("", response_model=JobList)

@@ -29,3 +29,18 @@ def test_job_over_max_job_seconds_fails_with_the_reason(tmp_path: Path) -> None:
     assert "MAX_JOB_SECONDS=1" in done["error"]
     assert done["progress"] is None or done["progress"]["step"] < 1_000_000
     records.dispose()
+
+
+def test_the_worker_reads_an_upload_only_for_its_owner_or_an_admin() -> None:
+    """Defence in depth behind the API's check at submit: a job row naming another owner's
+    upload cannot read it in the worker."""
+    from gan_platform.keys import hash_key
+    from gan_platform.settings import Settings as S
+    from worker.runner import may_read_upload
+
+    conf = S(API_KEYS=[f"root:admin:{hash_key('r' * 20)}", f"bob:train:{hash_key('b' * 20)}"])
+    assert may_read_upload("bob", "bob", conf)
+    assert not may_read_upload("bob", "alice", conf)
+    assert not may_read_upload("bob", None, conf)  # uploaded with auth off: not bob's
+    assert may_read_upload("root", "alice", conf)
+    assert may_read_upload(None, "alice", conf)  # auth off: the anonymous admin
