@@ -32,7 +32,9 @@ def test_report_plots_and_metrics_of_a_real_run(live_stack: type[LiveStack], tmp
     progress = [d for k, d in events if k == "progress"]
     assert [p["step"] for p in progress] == [10, 20, 30, 40]
     for p in progress:
-        assert 0.0 <= p["metrics"]["referee_auc"] <= 1.0
+        # 40 steps leave the generator easy to tell from the ring (measured 0.94 to 1.0): a
+        # referee with swapped labels reads near 0, one that does not learn near 0.5
+        assert p["metrics"]["referee_auc"] > 0.8, progress
         assert p["metrics"]["eta_seconds"] >= 0 and "critic" in p["losses"]
     assert progress[-1]["metrics"]["eta_seconds"] == 0
     final = events[-1][1]
@@ -49,7 +51,7 @@ def test_report_plots_and_metrics_of_a_real_run(live_stack: type[LiveStack], tmp
     rep = stack.client.get(f"/v1/models/{model_id}/report").json()
     assert rep["reference"] == "held-out rows" and rep["n_real"] == 500  # 25 % of 2000
     assert rep["conditions"] == ["angle"] and rep["features"] == ["x", "y"]
-    assert 0.5 <= rep["classifier_test"]["auc"] <= 1.0
+    assert rep["classifier_test"]["auc"] > 0.9, rep["classifier_test"]  # measured 1.0
     assert [f["feature"] for f in rep["per_feature"]] == ["x", "y"]
     assert len(rep["binned"]["angle"]) == 5
     assert {"hist_x", "hist_y", "pair_x_y", "curves", "condition_angle"} <= set(rep["plots"])
