@@ -144,6 +144,16 @@ def make_linear_onnx(
     return path
 
 
+def expected_provider() -> str:
+    """The execution provider the sampler must pick with the onnxruntime installed here: CUDA
+    where it offers CUDAExecutionProvider (a GPU build on a GPU machine), CPU otherwise."""
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        return "CUDAExecutionProvider"
+    return "CPUExecutionProvider"
+
+
 # --- the live stack: real processes ------------------------------------------------------------
 
 

@@ -17,7 +17,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from tests.conftest import FAST_SPEC, LiveStack, redis_up
+from tests.conftest import FAST_SPEC, LiveStack, expected_provider, redis_up
 
 pytestmark = pytest.mark.integration
 
@@ -107,7 +107,7 @@ def test_submit_watch_sample(live_stack: type[LiveStack], tmp_path: Path, databa
     assert final["progress"]["step"] == 500 and final["model_id"]
     model = stack.client.get(f"/v1/models/{final['model_id']}").json()
     assert model["job_id"] == job["id"] and len(model["features"]) == 2
-    assert model["objective"] == "wgan-gp" and model["provider"] == "CPUExecutionProvider"
+    assert model["objective"] == "wgan-gp" and model["provider"] == expected_provider()
     onnx = stack.client.get(model["onnx_url"]).content
     assert hashlib.sha256(onnx).hexdigest() == model["onnx_sha256"]
     check_eight_gaussians(fetch_all_formats(stack.client, model["id"], 2000, seed=11))

@@ -24,7 +24,14 @@ from gan_platform.records import Records
 from gan_platform.settings import Settings
 from models.spec import OBJECTIVE_NAMES
 from service.main import create_app
-from tests.conftest import FAST_SPEC, ROOT, TEST_REDIS_URL, make_linear_onnx, redis_up
+from tests.conftest import (
+    FAST_SPEC,
+    ROOT,
+    TEST_REDIS_URL,
+    expected_provider,
+    make_linear_onnx,
+    redis_up,
+)
 
 PROBLEM = "application/problem+json"
 
@@ -255,7 +262,7 @@ def test_model_and_onnx(client: TestClient, settings: Settings, tmp_path: Path) 
     model = client.get(f"/v1/models/{model_id}").json()
     assert model["features"] == ["x", "y"] and model["conditions"] == []
     assert model["objective"] == "wgan-gp" and model["metrics"] == {"modes_captured": 8.0}
-    assert model["provider"] == "CPUExecutionProvider"  # no GPU on this machine
+    assert model["provider"] == expected_provider()  # CUDA where onnxruntime offers it
     r = client.get(model["onnx_url"])
     assert r.status_code == 200
     assert hashlib.sha256(r.content).hexdigest() == model["onnx_sha256"]
