@@ -1,6 +1,11 @@
 """Shared fixtures: databases (SQLite and a throw-away PostgreSQL database), a small ONNX
 generator made with the onnx helper API, and the live stack (uvicorn API + Celery worker as
 real subprocesses against the real Redis, with a queue and key prefix unique to the session).
+
+Servers a test needs (the shared Redis and PostgreSQL, the binaries of private ones): where one
+is missing the test skips with the reason in a bare clone, and FAILS with it under `make test`
+(scripts/run-tests.sh sets GAN_REQUIRE_SERVICES=1), so that a green `make test` means every
+integration test ran. See `service_missing`.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import time
 import uuid
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import NoReturn
 
 import httpx
 import numpy as np
@@ -39,14 +45,78 @@ FAST_SPEC: dict = {
 
 # --- services ---------------------------------------------------------------------------------
 
+# Set by scripts/run-tests.sh (`make test`): a server a test needs must be there.
+REQUIRE_SERVICES = os.environ.get("GAN_REQUIRE_SERVICES", "") not in ("", "0")
+
+
+def service_missing(reason: str) -> NoReturn:
+    """A test cannot run: a server it needs is not there. Skips with `reason` in a user's bare
+    clone; fails with it under `make test` (GAN_REQUIRE_SERVICES=1), where a skip would let
+    the suite pass without its integration tests."""
+    if REQUIRE_SERVICES:
+        pytest.fail(f"{reason}; GAN_REQUIRE_SERVICES=1 (make test) requires it "
+                    "(`make services` starts Redis and PostgreSQL)", pytrace=False)
+    pytest.skip(reason)
+
 
 def redis_up(url: str = TEST_REDIS_URL) -> bool:
+    """Whether the Redis at `url` answers a PING within a second."""
     try:
         import redis
 
-        return bool(redis.Redis.from_url(url, socket_connect_timeout=1).ping())
+        client = redis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=1)
+        try:
+            return bool(client.ping())
+        finally:
+            client.close()
     except Exception:
         return False
+
+
+def delete_redis_keys(prefix: str, url: str = TEST_REDIS_URL) -> None:
+    """Deletes every key under `prefix` (a test's own namespace) in the Redis at `url`; best
+    effort: a Redis that is down has nothing to clean."""
+    try:
+        import redis
+
+        client = redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=5)
+        try:
+            keys = list(client.scan_iter(f"{prefix}*"))
+            if keys:
+                client.delete(*keys)
+        finally:
+            client.close()
+    except Exception:
+        pass
+
+
+@pytest.fixture
+def shared_redis() -> str:
+    """TEST_REDIS_URL, once it answers (see `service_missing` when it does not)."""
+    if not redis_up():
+        service_missing(f"Redis not reachable at {TEST_REDIS_URL} (make services)")
+    return TEST_REDIS_URL
+
+
+class RedisSpace:
+    """A test's own corner of the shared Redis: a key prefix and a queue name unique to it."""
+
+    def __init__(self, url: str) -> None:
+        tag = f"{SESSION_TAG}-{uuid.uuid4().hex[:6]}"
+        self.url, self.prefix, self.queue = url, f"gantest-{tag}:", f"q-{tag}"
+
+    def client(self):  # type: ignore[no-untyped-def]
+        import redis
+
+        return redis.Redis.from_url(self.url, socket_timeout=10)
+
+
+@pytest.fixture
+def redis_space(shared_redis: str) -> Iterator[RedisSpace]:
+    """A RedisSpace on the shared Redis; its keys are deleted afterwards."""
+    space = RedisSpace(shared_redis)
+    yield space
+    delete_redis_keys(space.prefix, space.url)
 
 
 def _pg_connect(url: str):  # type: ignore[no-untyped-def]
@@ -61,7 +131,7 @@ def pg_url() -> Iterator[str]:
     try:
         admin = _pg_connect(PG_ADMIN_URL)
     except Exception as exc:
-        pytest.skip(f"PostgreSQL not reachable at {PG_ADMIN_URL}: {exc}")
+        service_missing(f"PostgreSQL not reachable at {PG_ADMIN_URL}: {exc}")
     name = f"gan_test_{SESSION_TAG}"
     with admin:
         admin.execute(f'CREATE DATABASE "{name}"')
@@ -286,22 +356,12 @@ class LiveStack:
         for proc in self.workers:
             stop_process(proc, signal.SIGQUIT)
         stop_process(self.api)
-        try:  # the session's keys in the shared Redis
-            import redis
-
-            r = redis.Redis.from_url(TEST_REDIS_URL)
-            keys = list(r.scan_iter(f"{self.env['REDIS_KEY_PREFIX']}*"))
-            if keys:
-                r.delete(*keys)
-        except Exception:
-            pass
+        delete_redis_keys(self.env["REDIS_KEY_PREFIX"], self.env["REDIS_URL"])
 
 
 @pytest.fixture
-def live_stack(tmp_path: Path) -> Iterator[type[LiveStack]]:
+def live_stack(tmp_path: Path, shared_redis: str) -> Iterator[type[LiveStack]]:
     """A factory: `stack = live_stack(tmp_path, db_url)`; every stack made is closed."""
-    if not redis_up():
-        pytest.skip(f"Redis not reachable at {TEST_REDIS_URL} (make services)")
     made: list[LiveStack] = []
 
     class Tracked(LiveStack):
@@ -328,15 +388,6 @@ def one_torch_thread() -> Iterator[None]:
 # --- private Redis and PostgreSQL servers, for the tests that stop and restart them ------------
 
 
-def _ping_redis(port: int) -> bool:
-    import redis
-
-    try:
-        return bool(redis.Redis(host="127.0.0.1", port=port, socket_timeout=1).ping())
-    except Exception:
-        return False
-
-
 class PrivateRedis:
     """A redis-server of one test on a free loopback port, without persistence (a restart
     loses every message, as a Redis without AOF does); the test may stop it and start it
@@ -349,7 +400,7 @@ class PrivateRedis:
         self.procs: list[subprocess.Popen[bytes]] = []
 
     def up(self) -> bool:
-        return _ping_redis(self.port)
+        return redis_up(self.url)
 
     def start(self, timeout: float = 20) -> None:
         args = ["redis-server", "--bind", "127.0.0.1", "--port", str(self.port), "--save", "",
@@ -378,6 +429,8 @@ class PrivateRedis:
 
 @pytest.fixture
 def private_redis() -> Iterator[PrivateRedis]:
+    if shutil.which("redis-server") is None or shutil.which("redis-cli") is None:
+        service_missing("no redis-server / redis-cli to start a private Redis with")
     server = PrivateRedis()
     server.start()
     try:
@@ -433,7 +486,7 @@ class PrivatePostgres:
 @pytest.fixture
 def private_postgres() -> Iterator[PrivatePostgres]:
     if PG_BIN is None or (os.geteuid() == 0 and shutil.which("runuser") is None):
-        pytest.skip("no PostgreSQL binaries to start a private server with")
+        service_missing("no PostgreSQL binaries (initdb, pg_ctl) to start a private server with")
     server = PrivatePostgres()
     try:
         server.start()

@@ -24,14 +24,7 @@ from gan_platform.records import Records
 from gan_platform.settings import Settings
 from models.spec import OBJECTIVE_NAMES
 from service.main import create_app
-from tests.conftest import (
-    FAST_SPEC,
-    ROOT,
-    TEST_REDIS_URL,
-    expected_provider,
-    make_linear_onnx,
-    redis_up,
-)
+from tests.conftest import FAST_SPEC, ROOT, RedisSpace, expected_provider, make_linear_onnx
 
 PROBLEM = "application/problem+json"
 
@@ -391,27 +384,17 @@ def test_openapi_and_health(client: TestClient) -> None:
 # --- the queue, the process boundary -------------------------------------------------------------
 
 
-def test_submit_sends_a_train_message(tmp_path: Path) -> None:
-    if not redis_up():
-        pytest.skip(f"Redis not reachable at {TEST_REDIS_URL}")
-    import redis
-
-    prefix, queue = f"gantest-{uuid.uuid4().hex[:8]}:", f"q-{uuid.uuid4().hex[:8]}"
+def test_submit_sends_a_train_message(tmp_path: Path, redis_space: RedisSpace) -> None:
     settings = make_settings(tmp_path, f"sqlite:///{tmp_path / 'db.sqlite'}",
-                             REDIS_URL=TEST_REDIS_URL, REDIS_KEY_PREFIX=prefix, TASK_QUEUE=queue)
-    r = redis.Redis.from_url(TEST_REDIS_URL)
-    try:
-        with TestClient(create_app(settings)) as client:
-            job = client.post("/v1/jobs", json=FAST_SPEC).json()
-        raw = r.lrange(f"{prefix}{queue}", 0, -1)
-        assert len(raw) == 1
-        message = json.loads(raw[0])
-        assert message["headers"]["task"] == "train"
-        assert json.loads(message["headers"]["argsrepr"].replace("'", '"')) == [job["id"]]
-    finally:
-        keys = list(r.scan_iter(f"{prefix}*"))
-        if keys:
-            r.delete(*keys)
+                             REDIS_URL=redis_space.url, REDIS_KEY_PREFIX=redis_space.prefix,
+                             TASK_QUEUE=redis_space.queue)
+    with TestClient(create_app(settings)) as client:
+        job = client.post("/v1/jobs", json=FAST_SPEC).json()
+    raw = redis_space.client().lrange(f"{redis_space.prefix}{redis_space.queue}", 0, -1)
+    assert len(raw) == 1
+    message = json.loads(raw[0])
+    assert message["headers"]["task"] == "train"
+    assert json.loads(message["headers"]["argsrepr"].replace("'", '"')) == [job["id"]]
 
 
 def test_broker_down_keeps_the_job(tmp_path: Path) -> None:

@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, redis_up
+from tests.conftest import ROOT
 
 pytestmark = pytest.mark.integration
 
 
-@pytest.mark.skipif(not redis_up(), reason="no Redis on loopback")
+@pytest.mark.usefixtures("shared_redis")  # bench/load.py runs on TEST_REDIS_URL
 def test_load_smoke(tmp_path: Path) -> None:
     r = subprocess.run([sys.executable, "bench/load.py", "--duration", "5", "--clients", "5",
                         "--oversize-clients", "1", "--max-rows", "100000",

@@ -6,14 +6,13 @@ import json
 import logging
 from pathlib import Path
 
-import pytest
 from fastapi.testclient import TestClient
 
 from gan_platform.records import Records
 from service.auth import hash_key
 from service.main import create_app
 from service.observability import JsonFormatter
-from tests.conftest import FAST_SPEC, TEST_REDIS_URL, redis_up
+from tests.conftest import FAST_SPEC, RedisSpace
 from tests.service.test_api import make_settings, register_model
 
 ADMIN = "obs-admin-key-0123456789"
@@ -49,11 +48,9 @@ def test_readyz_without_broker_is_503_and_healthz_200(tmp_path: Path) -> None:
         assert r.status_code == 503 and r.json()["checks"]["broker"] == "not configured"
 
 
-@pytest.mark.skipif(not redis_up(), reason="no Redis at " + TEST_REDIS_URL)
-def test_readyz_needs_a_worker(tmp_path: Path) -> None:
-    settings = make_settings(tmp_path, f"sqlite:///{tmp_path}/w.db", REDIS_URL=TEST_REDIS_URL,
-                             TASK_QUEUE=f"obs-{tmp_path.name}",
-                             REDIS_KEY_PREFIX=f"obs-{tmp_path.name}:")
+def test_readyz_needs_a_worker(tmp_path: Path, redis_space: RedisSpace) -> None:
+    settings = make_settings(tmp_path, f"sqlite:///{tmp_path}/w.db", REDIS_URL=redis_space.url,
+                             TASK_QUEUE=redis_space.queue, REDIS_KEY_PREFIX=redis_space.prefix)
     with TestClient(create_app(settings)) as c:
         r = c.get("/readyz")
         assert r.status_code == 503, r.text

@@ -4,7 +4,6 @@ only while the broker queue is empty (a full queue may still hold them)."""
 from __future__ import annotations
 
 import time
-import uuid
 from datetime import timedelta
 from pathlib import Path
 
@@ -14,29 +13,20 @@ from sqlalchemy import update
 
 from gan_platform.records import Records, jobs, utcnow
 from gan_platform.settings import Settings
-from tests.conftest import FAST_SPEC, TEST_REDIS_URL, redis_up
+from tests.conftest import FAST_SPEC, RedisSpace
 from worker.reaper import broker_queue_size, reap_once
 
 
 @pytest.fixture
-def broker(tmp_path: Path):  # type: ignore[no-untyped-def]
-    if not redis_up():
-        pytest.skip(f"Redis not reachable at {TEST_REDIS_URL}")
-    import redis
-
-    prefix = f"gantest-{uuid.uuid4().hex[:8]}:"
+def broker(tmp_path: Path, redis_space: RedisSpace):  # type: ignore[no-untyped-def]
     settings = Settings(DATABASE_URL=f"sqlite:///{tmp_path / 'db.sqlite'}",
-                        REDIS_URL=TEST_REDIS_URL, REDIS_KEY_PREFIX=prefix,
-                        TASK_QUEUE=f"q-{uuid.uuid4().hex[:8]}", REQUEUE_AFTER_SECONDS=0.05,
+                        REDIS_URL=redis_space.url, REDIS_KEY_PREFIX=redis_space.prefix,
+                        TASK_QUEUE=redis_space.queue, REQUEUE_AFTER_SECONDS=0.05,
                         MAX_ATTEMPTS=2)
     app = Celery("test", set_as_current=False)
     app.conf.update(settings.celery_config())
     yield settings, app
     app.close()
-    r = redis.Redis.from_url(TEST_REDIS_URL)
-    keys = list(r.scan_iter(f"{prefix}*"))
-    if keys:
-        r.delete(*keys)
 
 
 def test_reaper_resends(broker) -> None:  # type: ignore[no-untyped-def]
