@@ -11,6 +11,8 @@ ENV PYTHONUNBUFFERED=1 \
 WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY models ./models
+COPY gan_platform ./gan_platform
+COPY serving ./serving
 COPY service ./service
 COPY worker ./worker
 COPY cli ./cli
@@ -25,5 +27,6 @@ RUN pip install ".[s3]" \
     && chown -R gan /var/lib/gan
 
 USER gan
-EXPOSE 8000
+# 8000: the HTTP API; 8001: the gRPC inference server (python -m service.oip.grpc_server)
+EXPOSE 8000 8001
 CMD ["python", "-m", "uvicorn", "service.main:app", "--host", "0.0.0.0", "--port", "8000"]

@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 TORCH_PIN ?= torch==2.13.0
 PYTEST_ARGS ?=
 
-.PHONY: run test lint services compose-tools venv clean
+.PHONY: run test lint services compose-tools venv clean grpc-stubs
 
 venv: $(STAMP)
 
@@ -44,6 +44,11 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/lint-imports
 	$(VENV)/bin/mypy
+
+# The gRPC stubs of the Open Inference Protocol (committed; remake them after editing the proto).
+grpc-stubs: $(STAMP)
+	$(PY) -m grpc_tools.protoc -I . --python_out=. --pyi_out=. --grpc_python_out=. \
+	  service/oip/proto/grpc_service.proto
 
 clean:
 	rm -rf $(VENV) var .pytest_cache

@@ -100,6 +100,13 @@ class Settings(BaseSettings):
         1024**2, ge=1,
         description="The largest request body but an upload, by Content-Length and by the bytes "
                     "received; larger: 413.")
+    MAX_SAMPLING_BODY_BYTES: int = Field(
+        128 * 1024**2, ge=1,
+        description="The largest binary sampling body: POST /v1/models/{id}/samples with npy, "
+                    "Arrow or Parquet conditions, and POST /v2/models/{name}/infer (the JSON "
+                    "part of an infer request stays under MAX_BODY_BYTES); by Content-Length and "
+                    "by the bytes received; larger: 413. The gRPC server receives messages up "
+                    "to this size too. The default holds 10^6 rows of 32 float32 conditions.")
     MAX_QUEUED_JOBS_PER_KEY: int = Field(
         20, ge=1,
         description="Queued + running jobs of one API key, checked and inserted atomically; more: "
@@ -227,6 +234,26 @@ class Settings(BaseSettings):
     API_PORT: int = Field(
         8000, ge=0, le=65535,
         description="The launcher's API port; 0: a free port.")
+    GRPC_HOST: str = Field(
+        "127.0.0.1",
+        description="Where the gRPC server (Open Inference Protocol, python -m "
+                    "service.oip.grpc_server) listens. Not a loopback address: it refuses to "
+                    "start without API_KEYS, as the launcher does for the API.")
+    GRPC_PORT: int = Field(
+        8001, ge=0, le=65535,
+        description="The gRPC server's port; 0: a free port (the launcher prints it and writes "
+                    "it to var/launcher.json).")
+    GRPC_ENABLED: bool = Field(
+        True, description="make run: start the gRPC server next to the API.")
+    GRPC_WORKERS: int = Field(
+        8, ge=1,
+        description="Threads of the gRPC server: the RPCs handled at once. At most 4 x "
+                    "GRPC_WORKERS RPCs are in flight, running or waiting; beyond: "
+                    "RESOURCE_EXHAUSTED.")
+    GRPC_MAX_SEND_MESSAGE_BYTES: int = Field(
+        512 * 1024**2, ge=1024, le=2**31 - 1,
+        description="The largest gRPC answer: a ModelInfer whose samples would be larger is "
+                    "refused before sampling (RESOURCE_EXHAUSTED); ask for fewer rows.")
     LOG_LEVEL: str = Field("INFO", description="The log level of the API and the workers.")
     LOG_FORMAT: str = Field(
         "text",

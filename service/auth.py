@@ -32,7 +32,8 @@ from gan_platform.keys import SCOPES, KeyEntry, hash_key, parse_keys
 from gan_platform.settings import Settings
 from service.problems import Problem
 
-__all__ = ["SCOPES", "Principal", "authenticate", "hash_key", "parse_keys", "require"]
+__all__ = ["SCOPES", "Principal", "authenticate", "authorize", "hash_key", "parse_keys",
+           "require"]
 
 log = logging.getLogger("service.auth")
 
@@ -93,6 +94,16 @@ def _unauthorized(detail: str) -> Problem:
                    headers={"WWW-Authenticate": 'Bearer realm="gan-service"'})
 
 
+def authorize(settings: Settings, token: str | None, scope: str) -> Principal:
+    """The Principal of `token`, which must hold `scope` (or `admin`): 401 or 403 otherwise.
+    The HTTP routes (`require`) and the gRPC server check keys with it."""
+    principal = authenticate(settings, token)
+    if scope not in principal.scopes and not principal.is_admin:
+        raise Problem(403, f"this API key lacks the {scope!r} scope",
+                      title="Forbidden", type="forbidden")
+    return principal
+
+
 def require(scope: str) -> Callable[..., Principal]:
     """A dependency: the caller's Principal, which must hold `scope` (or `admin`)."""
     assert scope in SCOPES
@@ -102,10 +113,7 @@ def require(scope: str) -> Callable[..., Principal]:
         credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
     ) -> Principal:
         settings: Settings = request.app.state.services.settings
-        principal = authenticate(settings, credentials.credentials if credentials else None)
-        if scope not in principal.scopes and not principal.is_admin:
-            raise Problem(403, f"this API key lacks the {scope!r} scope",
-                          title="Forbidden", type="forbidden")
+        principal = authorize(settings, credentials.credentials if credentials else None, scope)
         request.state.principal = principal
         return principal
 

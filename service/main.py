@@ -14,7 +14,7 @@ from gan_platform.settings import Settings, get_settings
 from service import docs, observability, problems
 from service.auth import require
 from service.limits import LimitsMiddleware
-from service.routers import datasets, jobs, models, objectives, reports
+from service.routers import datasets, jobs, models, objectives, oip, reports
 from service.state import Services
 
 DESCRIPTION = """Train GANs on tabular, toy or image data and sample them through ONNX Runtime.
@@ -49,6 +49,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(datasets.router, dependencies=[train])
     app.include_router(reports.router, dependencies=[sample])
     app.include_router(objectives.router, dependencies=[train])
+    # /v2: the Open Inference Protocol (KServe V2); its routes check the `sample` scope.
+    app.include_router(oip.router)
     docs.install(app)
 
     @app.get("/healthz", tags=["health"])

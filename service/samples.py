@@ -15,6 +15,7 @@ import numpy as np
 from fastapi import Response
 from fastapi.responses import StreamingResponse
 
+from gan_platform.artifacts import ArtifactStore
 from service.problems import Problem, invalid
 from service.validation import condition_column
 from serving.formats import (
@@ -25,7 +26,13 @@ from serving.formats import (
     encode,
     encode_chunks,
 )
-from serving.sampling import LoadedModel, SamplingError, SamplingTimeout, sample
+from serving.sampling import (
+    LoadedModel,
+    ModelCache,
+    SamplingError,
+    SamplingTimeout,
+    sample,
+)
 
 Loc = list[str | int]
 
@@ -82,6 +89,40 @@ def condition_matrix(model: LoadedModel, columns: Mapping[str, Sequence[object]]
     _raise_all(errors)
     # No error was raised, so condition_column gave every column (None only with an error).
     return np.column_stack(cast("list[np.ndarray]", values)).astype(np.float32, copy=False)
+
+
+def code_matrix(model: LoadedModel, matrix: np.ndarray, loc: Loc) -> np.ndarray:
+    """The [n, C] float32 conditions the graph takes, from a matrix already in its form:
+    columns in the model's condition order, a categorical condition as its codes (0..K-1).
+    For the binary bodies (npy) and the Open Inference Protocol's `conditions` tensor. Every
+    column with a non-finite value or a code that is no category is named in one 422."""
+    names = model.condition_names
+    if matrix.ndim != 2 or matrix.shape[1] != len(names) or matrix.shape[0] < 1:
+        raise invalid(f"conditions must have the shape [n, {len(names)}] (n >= 1; columns "
+                      f"{names}), not {list(matrix.shape)}", loc)
+    values = np.ascontiguousarray(matrix, dtype=np.float32)
+    errors = []
+    for i, name in enumerate(names):
+        column = values[:, i]
+        bad = ~np.isfinite(column)
+        categories = model.categories.get(name)
+        if categories is not None:
+            bad |= (column != np.round(column)) | (column < 0) | (column > len(categories) - 1)
+        if bad.any():
+            row = int(np.argmax(bad))
+            what = (f"the codes 0..{len(categories) - 1} of its categories" if categories
+                    is not None else "finite numbers")
+            errors.append({"loc": [*loc, name], "field": name, "type": "value_error",
+                           "msg": f"column {i} must hold {what}; row {row} holds "
+                                  f"{float(column[row])!r}"})
+    _raise_all(errors)
+    return values
+
+
+def loaded_model(row: Mapping[str, Any], store: ArtifactStore, cache: ModelCache
+                 ) -> LoadedModel:
+    """The model's ONNX Runtime session, from the cache (its file fetched on a miss)."""
+    return cache.get(row["id"], lambda: store.local_path(store.key_of(row["onnx_uri"])))
 
 
 def query_conditions(model: LoadedModel, items: Sequence[tuple[str, str]],

@@ -85,6 +85,8 @@ def condition_column(model: LoadedModel, name: str, values: Sequence[object],
         except UnknownCategory as exc:
             return None, {"loc": loc, "field": field, "msg": str(exc), "type": "enum",
                           "ctx": {"expected": exc.known}}
+    if isinstance(values, np.ndarray) and values.dtype.kind in "iuf":  # a binary body's column
+        return values.astype(np.float32, copy=False).reshape(-1), None
     try:
         if any(isinstance(v, bool) for v in values):
             raise ValueError("a boolean")

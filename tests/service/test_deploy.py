@@ -41,8 +41,8 @@ def test_compose_file_matches_the_compose_schema() -> None:
 def test_compose_services() -> None:
     doc = load_compose()
     services = doc["services"]
-    assert {"api", "worker", "worker-cpu", "redis", "postgres"} <= set(services)
-    for name in ("api", "worker", "worker-cpu", "redis", "postgres"):
+    assert {"api", "grpc", "worker", "worker-cpu", "redis", "postgres"} <= set(services)
+    for name in ("api", "grpc", "worker", "worker-cpu", "redis", "postgres"):
         assert "test" in services[name]["healthcheck"], name
     assert "--appendonly" in services["redis"]["command"]
     assert services["redis"]["command"][services["redis"]["command"].index("--appendonly") + 1] \
@@ -50,7 +50,7 @@ def test_compose_services() -> None:
     devices = services["worker"]["deploy"]["resources"]["reservations"]["devices"]
     assert devices[0]["driver"] == "nvidia" and "gpu" in devices[0]["capabilities"]
     assert "deploy" not in services["worker-cpu"] and services["worker-cpu"]["profiles"] == ["cpu"]
-    for name in ("api", "worker", "worker-cpu"):
+    for name in ("api", "grpc", "worker", "worker-cpu"):
         svc = services[name]
         env = svc["environment"]
         assert env["DATABASE_URL"].startswith("postgresql://") and "@postgres:5432/" in env[
@@ -60,6 +60,11 @@ def test_compose_services() -> None:
         assert env["ARTIFACT_ROOT"].startswith("/var/lib/gan")
         assert svc["depends_on"]["redis"]["condition"] == "service_healthy"
     assert services["worker"]["command"] == ["python", "-m", "worker"]
+    # the gRPC inference server: its own process and port, reachable from the host
+    assert services["grpc"]["command"] == ["python", "-m", "service.oip.grpc_server"]
+    assert services["grpc"]["environment"]["GRPC_PORT"] == "8001"
+    assert services["grpc"]["environment"]["GRPC_HOST"] == "0.0.0.0"
+    assert any(str(p).endswith(":8001") for p in services["grpc"]["ports"])
     assert {"artifacts", "redis", "pgdata"} <= set(doc["volumes"])
 
 
@@ -74,7 +79,8 @@ def test_docker_compose_config_when_available(tmp_path: Path) -> None:
     out = subprocess.run([binary, "-f", str(COMPOSE), "--profile", "cpu", "config",
                           "--services"], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
-    assert set(out.stdout.split()) == {"api", "worker", "worker-cpu", "redis", "postgres"}
+    assert set(out.stdout.split()) == {"api", "grpc", "worker", "worker-cpu", "redis",
+                                       "postgres"}
 
 
 def test_dockerfile_copies_what_exists() -> None:
