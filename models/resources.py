@@ -20,7 +20,7 @@ Everything is counted in float32 tensors (4 bytes):
 
 At submit time the feature count of a file or an upload is unknown: it is taken small
 (ASSUMED_FEATURES), so the submit check is a lower bound that the worker tightens.
-Calibration against the measured peak resident memory: docs/security-worker.md.
+Calibration against the measured peak resident memory: docs/security.md.
 """
 
 from __future__ import annotations

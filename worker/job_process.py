@@ -19,7 +19,7 @@ after a resolve) and, at any time, {"stop": true}. Child -> parent (fd FD): {"ty
 "started"}, {"type": "progress"}, {"type": "resolve"}, then one final message, "result",
 "stopped" or "error" (kind "data", "memory", "disk_full", "budget" or "crash").
 
-Test seams (never set in production; docs/security-worker.md):
+Test seams (never set in production; docs/security.md):
 - GAN_TEST_HANG_IN=load|weights|report|export: that phase touches `hang.<phase>` in the
   job's work folder, then sleeps for an hour and ignores stop requests, as a read of a FIFO
   or a wedged library call would.

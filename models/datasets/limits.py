@@ -4,7 +4,7 @@ A hostile upload costs little to send and a lot to read: a deflated array of zer
 a million columns, a two-megabyte column name. Every limit here is checked from headers and
 metadata, before the data is decompressed or parsed. `DataLimits` travels as an argument
 (models/ does not read the service's settings); `DataLimits.from_settings` maps the settings
-of the same meaning (docs/security-uploads.md lists them).
+of the same meaning (docs/security.md lists them).
 
 Standard library only: the API imports it to check uploads.
 """
