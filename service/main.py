@@ -12,7 +12,7 @@ from starlette.concurrency import run_in_threadpool
 
 from gan_platform.settings import Settings, get_settings
 from service import docs, observability, problems
-from service.auth import require
+from service.auth import parse_keys, require
 from service.limits import LimitsMiddleware
 from service.routers import datasets, jobs, models, objectives, oip, reports
 from service.state import Services
@@ -28,6 +28,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         conf = settings or get_settings()
         observability.configure_logging(conf.LOG_LEVEL, conf.LOG_FORMAT)
+        # A malformed API_KEYS entry (a plain key instead of its SHA-256, an unknown scope)
+        # stops the start-up here with its reason, instead of failing every request later.
+        parse_keys(conf.API_KEYS)
         services = await run_in_threadpool(Services.create, conf)
         app.state.services = services
         try:

@@ -141,3 +141,10 @@ def test_launcher_refuses_open_on_a_non_loopback_address(tmp_path: Path) -> None
     r = subprocess.run([sys.executable, "-m", "service.launch"], cwd=ROOT, env=env,
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and "API_KEYS" in r.stderr
+
+
+def test_a_plain_key_in_the_settings_stops_the_start_up(tmp_path: Path) -> None:
+    conf = make_settings(tmp_path, f"sqlite:///{tmp_path}/bad.db",
+                         API_KEYS=["alice:train:not-a-sha256-digest"])
+    with pytest.raises(ValueError, match="SHA-256"), TestClient(create_app(conf)):
+        pass
