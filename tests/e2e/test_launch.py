@@ -33,7 +33,8 @@ T = TypeVar("T")
 
 CONFIG_VARS = ("DATABASE_URL", "REDIS_URL", "BROKER_URL", "ARTIFACT_ROOT", "WORK_ROOT",
                "DATA_ROOTS", "TASK_QUEUE", "REDIS_KEY_PREFIX", "LEASE_SECONDS", "API_PORT",
-               "BROKER_FOLDER", "GAN_VAR", "REQUEUE_AFTER_SECONDS", "MAX_ATTEMPTS")
+               "BROKER_FOLDER", "GAN_VAR", "REQUEUE_AFTER_SECONDS", "MAX_ATTEMPTS",
+               "GRPC_PORT", "GRPC_HOST", "GRPC_ENABLED")
 
 
 def _children(pid: int) -> list[int]:
@@ -77,9 +78,11 @@ class Launcher:
 
     def __init__(self, tmp: Path, **overrides: str) -> None:
         self.tmp, self.var, self.port = tmp, tmp / "var", free_port()
+        self.grpc_port = free_port()
         self.env = {k: v for k, v in os.environ.items() if k not in CONFIG_VARS}
-        self.env.update(API_PORT=str(self.port), GAN_VAR=str(self.var), PYTHONPATH=str(ROOT),
-                        PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
+        self.env.update(API_PORT=str(self.port), GRPC_PORT=str(self.grpc_port),
+                        GAN_VAR=str(self.var), PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1",
+                        OMP_NUM_THREADS="1")
         self.env.update(overrides)
         self.log_path = tmp / "launch.log"
         self.proc: subprocess.Popen[bytes] | None = None
@@ -175,10 +178,10 @@ def launcher() -> Iterator[type[Launcher]]:
 
 
 def test_make_run_embedded_default(tmp_path: Path) -> None:
-    port = free_port()
+    port, grpc_port = free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if k not in CONFIG_VARS}
-    env.update(API_PORT=str(port), PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1",
-               OMP_NUM_THREADS="1")
+    env.update(API_PORT=str(port), GRPC_PORT=str(grpc_port), PYTHONPATH=str(ROOT),
+               PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
     log = tmp_path / "launch.log"
     # From an empty folder: var/ (database, artifacts, redis) is created there.
     with open(log, "wb") as out:
@@ -194,7 +197,8 @@ def test_make_run_embedded_default(tmp_path: Path) -> None:
         line = next(x for x in log.read_text().splitlines() if "GAN service on" in x)
         assert f"http://127.0.0.1:{port}" in line and "embedded Redis" in line, line
         children = _children(proc.pid)
-        assert len(children) == 3, children  # redis, API, worker
+        assert len(children) == 4, children  # redis, API, gRPC, worker
+        assert f"gRPC (Open Inference Protocol) on 127.0.0.1:{grpc_port}" in line, line
         job = client.post("/v1/jobs", json=STATS_SPEC).json()
         events = read_sse(client, f"/v1/jobs/{job['id']}/events")
         final = events[-1][1]
