@@ -10,7 +10,7 @@ import io
 import json
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -79,23 +79,41 @@ def _fmt_eta(seconds: float | None) -> str:
     return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
 
 
+def parse_sse(lines: Iterable[str]) -> Iterator[tuple[str, Any, str | None]]:
+    """(event, data, id) of each event of a text/event-stream, given its lines (without their
+    line ends), dispatched as the HTML standard says: a blank line ends an event, which is
+    dispatched only when it had data; `data` lines join with newlines (decoded here as JSON);
+    the event name defaults to "message"; the id is the last one seen, kept across events;
+    comments (":...") and other fields (`retry`) are skipped; one space after the colon goes.
+    The tests read the service's streams with it too."""
+    kind: str | None = None
+    data: list[str] = []
+    last_id: str | None = None
+    for line in lines:
+        if line == "":
+            if data:
+                yield kind or "message", json.loads("\n".join(data)), last_id
+            kind, data = None, []
+            continue
+        if line.startswith(":"):
+            continue
+        name, _, value = line.partition(":")
+        value = value[1:] if value.startswith(" ") else value
+        if name == "event":
+            kind = value
+        elif name == "data":
+            data.append(value)
+        elif name == "id" and "\0" not in value:
+            last_id = value
+
+
 def _sse(client: httpx.Client, path: str) -> Iterator[tuple[str, Any, str | None]]:
     """(event, data, id) triples of a server-sent event stream."""
     with client.stream("GET", path, timeout=httpx.Timeout(None, connect=10)) as r:
         if r.status_code >= 400:
             r.read()
             fail(f"HTTP {r.status_code} GET {path}: {r.text}", 2)
-        kind, data, ev_id = None, [], None
-        for line in r.iter_lines():
-            if line.startswith("event:"):
-                kind = line.split(":", 1)[1].strip()
-            elif line.startswith("data:"):
-                data.append(line.split(":", 1)[1].strip())
-            elif line.startswith("id:"):
-                ev_id = line.split(":", 1)[1].strip()
-            elif line == "" and kind is not None:
-                yield kind, json.loads("\n".join(data)), ev_id
-                kind, data, ev_id = None, [], None
+        yield from parse_sse(r.iter_lines())
 
 
 def follow_job(a: Api, job_id: str) -> dict:

@@ -10,6 +10,7 @@ integration test ran. See `service_missing`.
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import shutil
@@ -20,9 +21,9 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn, TypeVar
 
 import httpx
 import numpy as np
@@ -41,6 +42,20 @@ FAST_SPEC: dict = {
     "dataset": {"uri": "builtin://8gaussians", "max_rows": 2000},
     "training": {"steps": 60, "batch_size": 64, "checkpoint_every": 20, "log_every": 10},
 }
+
+T = TypeVar("T")
+
+
+def fast_spec(*, dataset: dict | None = None, objective: Any = None, **training: Any) -> dict:
+    """A deep copy of FAST_SPEC: `dataset` and `objective` replace its own, and `training`
+    updates its training settings (e.g. `fast_spec(steps=400, checkpoint_every=100)`)."""
+    spec = copy.deepcopy(FAST_SPEC)
+    if dataset is not None:
+        spec["dataset"] = copy.deepcopy(dataset)
+    if objective is not None:
+        spec["objective"] = copy.deepcopy(objective)
+    spec["training"].update(training)
+    return spec
 
 
 # --- services ---------------------------------------------------------------------------------
@@ -224,6 +239,39 @@ def expected_provider() -> str:
     return "CPUExecutionProvider"
 
 
+# --- event streams ---------------------------------------------------------------------------
+
+
+def read_sse(client: httpx.Client, path: str, timeout: float = 240,
+             headers: dict[str, str] | None = None) -> list[tuple[str, dict]]:
+    """The (event, data) pairs of the event stream at `path`, read to its end (the service
+    ends a job's stream after its `end` event), parsed by the CLI's parser (cli.main.parse_sse)."""
+    from cli.main import parse_sse
+
+    with client.stream("GET", path, timeout=httpx.Timeout(timeout), headers=headers) as r:
+        assert r.status_code == 200, r.read()
+        assert r.headers["content-type"].startswith("text/event-stream")
+        return [(kind, data) for kind, data, _ in parse_sse(r.iter_lines())]
+
+
+def progress_by_attempt(client: httpx.Client, job_id: str) -> dict[int, list[int]]:
+    """{attempt: the steps it reported, in order} from the job's SSE progress events."""
+    steps: dict[int, list[int]] = {}
+    for kind, data in read_sse(client, f"/v1/jobs/{job_id}/events"):
+        if kind == "progress":
+            steps.setdefault(int(data["attempt"]), []).append(int(data["step"]))
+    return steps
+
+
+def assert_ran_once(client: httpx.Client, job_id: str, total: int) -> None:
+    """One attempt, whose steps went up one log interval at a time to the end: nothing ran
+    twice."""
+    by_attempt = progress_by_attempt(client, job_id)
+    assert list(by_attempt) == [1], by_attempt.keys()
+    steps = by_attempt[1]
+    assert steps == sorted(set(steps)) and steps[-1] == total, steps
+
+
 # --- the live stack: real processes ------------------------------------------------------------
 
 
@@ -359,19 +407,151 @@ class LiveStack:
         delete_redis_keys(self.env["REDIS_KEY_PREFIX"], self.env["REDIS_URL"])
 
 
-@pytest.fixture
-def live_stack(tmp_path: Path, shared_redis: str) -> Iterator[type[LiveStack]]:
-    """A factory: `stack = live_stack(tmp_path, db_url)`; every stack made is closed."""
-    made: list[LiveStack] = []
+def tracked(cls: type[T]) -> Iterator[type[T]]:
+    """For a factory fixture: a subclass of `cls` whose every instance is closed (its
+    `close()`) when the generator resumes, i.e. at the fixture's teardown."""
+    made: list[Any] = []
 
-    class Tracked(LiveStack):
-        def __init__(self, *args: object, **kwargs: str) -> None:
-            super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+    class Tracked(cls):  # type: ignore[valid-type, misc]
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
             made.append(self)
 
     yield Tracked
-    for stack in made:
-        stack.close()
+    for one in made:
+        one.close()
+
+
+@pytest.fixture
+def live_stack(tmp_path: Path, shared_redis: str) -> Iterator[type[LiveStack]]:
+    """A factory: `stack = live_stack(tmp_path, db_url)`; every stack made is closed."""
+    yield from tracked(LiveStack)
+
+
+# --- the launcher (`make run`): real processes ---------------------------------------------------
+
+# Settings the launcher must choose itself: dropped from the environment it is started with.
+CONFIG_VARS = ("DATABASE_URL", "REDIS_URL", "BROKER_URL", "ARTIFACT_ROOT", "WORK_ROOT",
+               "DATA_ROOTS", "TASK_QUEUE", "REDIS_KEY_PREFIX", "LEASE_SECONDS", "API_PORT",
+               "BROKER_FOLDER", "GAN_VAR", "REQUEUE_AFTER_SECONDS", "MAX_ATTEMPTS",
+               "GRPC_PORT", "GRPC_HOST", "GRPC_ENABLED")
+
+
+def alive(pid: int) -> bool:
+    """Whether process `pid` exists and is not a zombie."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    stat_file = Path(f"/proc/{pid}/stat")
+    try:
+        return stat_file.read_text().split()[2] != "Z"
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+
+
+def wait_for(what: str, check: Callable[[], T], timeout: float, log: Callable[[], str],
+             every: float = 0.2) -> T:
+    """`check()`'s first truthy answer; an AssertionError naming `what` after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        answer = check()
+        if answer:
+            return answer
+        time.sleep(every)
+    raise AssertionError(f"timed out waiting for {what}; log:\n{log()[-6000:]}")
+
+
+class Launcher:
+    """`python -m service.launch` in `tmp` (its var/ is tmp/var), output in tmp/launch.log.
+    `default_var`: GAN_VAR is not set, so the launcher picks var/ in its folder itself."""
+
+    def __init__(self, tmp: Path, *, default_var: bool = False, **overrides: str) -> None:
+        self.tmp, self.var, self.port = tmp, tmp / "var", free_port()
+        self.grpc_port = free_port()
+        self.env = {k: v for k, v in os.environ.items() if k not in CONFIG_VARS}
+        self.env.update(API_PORT=str(self.port), GRPC_PORT=str(self.grpc_port),
+                        PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
+        if not default_var:
+            self.env["GAN_VAR"] = str(self.var)
+        self.env.update(overrides)
+        self.log_path = tmp / "launch.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.client = httpx.Client(base_url=f"http://127.0.0.1:{self.port}", timeout=30)
+        self.seen_pids: set[int] = set()
+
+    def start(self, timeout: float = 90) -> str:
+        """Starts it; returns its banner line once the API answers."""
+        with open(self.log_path, "ab") as out:
+            self.proc = subprocess.Popen([sys.executable, "-m", "service.launch"], cwd=self.tmp,
+                                         env=self.env, stdout=out, stderr=subprocess.STDOUT,
+                                         start_new_session=True)
+        wait_for("the banner", self._banner, timeout, self.log)
+        return self._banner()
+
+    def _banner(self) -> str:
+        assert self.proc is not None and self.proc.poll() is None, self.log()
+        return next((x for x in self.log().splitlines() if "GAN service on" in x), "")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def state(self) -> dict:
+        try:
+            state = json.loads((self.var / "launcher.json").read_text())
+        except (FileNotFoundError, json.JSONDecodeError):
+            return {}
+        self.seen_pids |= {c["pid"] for c in state["children"].values() if c["pid"]}
+        return dict(state)
+
+    def pid(self, name: str) -> int:
+        """The live pid of child `name` ("broker", "API", "worker"), as var/launcher.json says."""
+        def current() -> int:
+            pid = self.state().get("children", {}).get(name, {}).get("pid")
+            return int(pid) if pid and alive(int(pid)) else 0
+
+        return wait_for(f"the {name}'s pid", current, 60, self.log)
+
+    def wait_restart(self, name: str, old_pid: int, timeout: float = 60) -> int:
+        def new_pid() -> int:
+            pid = self.state().get("children", {}).get(name, {}).get("pid")
+            return int(pid) if pid and pid != old_pid and alive(int(pid)) else 0
+
+        return wait_for(f"the {name} to restart", new_pid, timeout, self.log)
+
+    def environ(self, pid: int) -> dict[str, str]:
+        """A child's environment (readable by its user only, as /proc makes it)."""
+        raw = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        return dict(item.decode().split("=", 1) for item in raw if b"=" in item)
+
+    def wait_job(self, job_id: str, done: Callable[[dict], bool], timeout: float = 180) -> dict:
+        def current() -> dict:
+            job = dict(self.client.get(f"/v1/jobs/{job_id}").json())
+            return job if done(job) else {}
+
+        return wait_for(f"job {job_id}", current, timeout, self.log)
+
+    def finish(self, job_id: str, timeout: float = 180) -> dict:
+        return self.wait_job(job_id, lambda j: j["status"] in ("succeeded", "failed", "cancelled"),
+                             timeout)
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 60) -> int:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+        return self.proc.wait(timeout)
+
+    def close(self) -> None:
+        self.client.close()
+        stop_process(self.proc, signal.SIGTERM, timeout=30)
+        for pid in self.seen_pids:  # whatever a failed test left behind
+            if alive(pid):
+                os.killpg(pid, signal.SIGKILL)
+
+
+@pytest.fixture
+def launcher() -> Iterator[type[Launcher]]:
+    """A factory: `launcher(tmp_path, SETTING="value")`; every one made is stopped."""
+    yield from tracked(Launcher)
 
 
 @pytest.fixture

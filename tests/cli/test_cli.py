@@ -3,7 +3,6 @@ a real running service: uvicorn + Celery worker on the real Redis (tests/conftes
 
 from __future__ import annotations
 
-import copy
 import json
 import os
 import re
@@ -16,13 +15,12 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from tests.conftest import FAST_SPEC, ROOT, LiveStack
+from tests.conftest import ROOT, LiveStack, fast_spec
 
 pytestmark = pytest.mark.integration
 
-RING: dict = copy.deepcopy(FAST_SPEC)
-RING["dataset"] = {"uri": "builtin://conditional-ring", "max_rows": 2000}
-RING["training"].update(steps=40, log_every=10, referee_every=10)
+RING = fast_spec(dataset={"uri": "builtin://conditional-ring", "max_rows": 2000}, steps=40,
+                 log_every=10, referee_every=10)
 
 
 def gan(stack: LiveStack, *args: str, key: str | None = None) -> subprocess.CompletedProcess:
@@ -83,17 +81,14 @@ def test_the_cli_against_a_live_service(live_stack: type[LiveStack], tmp_path: P
 
     # a job that fails: exit status 1, with the worker's reason
     (tmp_path / "data" / "bad.csv").write_text("x,y\n" + "1,a\n" * 40)
-    bad = copy.deepcopy(FAST_SPEC)
-    bad["dataset"] = {"uri": f"file://{tmp_path / 'data' / 'bad.csv'}"}
+    bad = fast_spec(dataset={"uri": f"file://{tmp_path / 'data' / 'bad.csv'}"})
     spec.write_text(json.dumps(bad))
     run = gan(stack, "train", str(spec), "--follow")
     assert run.returncode == 1, (run.stdout, run.stderr)
     assert "failed" in run.stderr and "not numeric" in run.stderr.replace("\n", " ")
 
     # cancel
-    long = copy.deepcopy(FAST_SPEC)
-    long["training"].update(steps=1_000_000, log_every=10)
-    spec.write_text(json.dumps(long))
+    spec.write_text(json.dumps(fast_spec(steps=1_000_000, log_every=10)))
     run = gan(stack, "train", str(spec))
     long_id = re.search(r"job (\S+) ", run.stdout).group(1)
     stack.wait_step(long_id, 10)
@@ -110,3 +105,22 @@ def test_the_cli_against_a_live_service(live_stack: type[LiveStack], tmp_path: P
     run = subprocess.run([sys.executable, "-m", "cli", "--url", "http://127.0.0.1:9", "jobs"],
                          cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert run.returncode == 3 and "cannot reach" in run.stderr
+
+
+def test_the_event_stream_parser_follows_the_html_standard() -> None:
+    """cli.main.parse_sse, which the CLI and the tests (conftest.read_sse) read streams with."""
+    from cli.main import parse_sse
+
+    lines = [
+        "retry: 2000", "",  # no data: nothing dispatched
+        ": keep-alive", "",  # a comment
+        "id: 7", "event: progress", 'data: {"step": 10,', 'data:  "x": " a "}', "",
+        'data: {"plain": true}', "",  # no event name: "message"; the id is kept
+        "event: end", "id: 9", "data:{}", "",
+        "event: status", 'data: {"lost": true}',  # no blank line: the stream ended mid-event
+    ]
+    assert list(parse_sse(lines)) == [
+        ("progress", {"step": 10, "x": " a "}, "7"),  # data lines joined with a newline
+        ("message", {"plain": True}, "7"),
+        ("end", {}, "9"),
+    ]

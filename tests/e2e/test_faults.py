@@ -11,7 +11,6 @@ read from the attempt numbers of the SSE progress events)."""
 
 from __future__ import annotations
 
-import copy
 import signal
 import subprocess
 import time
@@ -25,17 +24,13 @@ from tests.conftest import (
     LiveStack,
     PrivatePostgres,
     PrivateRedis,
+    assert_ran_once,
+    fast_spec,
+    progress_by_attempt,
     stop_process,
 )
-from tests.e2e.test_live import read_sse
 
 pytestmark = pytest.mark.integration
-
-
-def spec(steps: int, checkpoint_every: int = 20) -> dict:
-    s = copy.deepcopy(FAST_SPEC)
-    s["training"].update(steps=steps, checkpoint_every=checkpoint_every, log_every=10)
-    return s
 
 
 STEADY = {"LEASE_SECONDS": "30", "REAPER_INTERVAL_SECONDS": "1"}  # no worker is killed
@@ -44,24 +39,6 @@ KILLED = {"LEASE_SECONDS": "8", "REAPER_INTERVAL_SECONDS": "1"}  # workers are k
 
 def _alive_workers(stack: LiveStack) -> list[subprocess.Popen[bytes]]:
     return [w for w in stack.workers if w.poll() is None]
-
-
-def progress_by_attempt(stack: LiveStack, job_id: str) -> dict[int, list[int]]:
-    """{attempt: the steps it reported, in order} from the job's SSE progress events."""
-    steps: dict[int, list[int]] = {}
-    for kind, data in read_sse(stack.client, f"/v1/jobs/{job_id}/events"):
-        if kind == "progress":
-            steps.setdefault(int(data["attempt"]), []).append(int(data["step"]))
-    return steps
-
-
-def assert_ran_once(stack: LiveStack, job_id: str, total: int) -> None:
-    """One attempt, whose steps went up one log interval at a time to the end: nothing ran
-    twice."""
-    by_attempt = progress_by_attempt(stack, job_id)
-    assert list(by_attempt) == [1], by_attempt.keys()
-    steps = by_attempt[1]
-    assert steps == sorted(set(steps)) and steps[-1] == total, steps
 
 
 def job_processes_of(stack: LiveStack) -> list[int]:
@@ -87,7 +64,7 @@ def test_worker_sigkilled_twice_still_finishes(live_stack: type[LiveStack],
                                                tmp_path: Path) -> None:
     stack = live_stack(tmp_path, f"sqlite:///{tmp_path / 'gan.db'}", MAX_ATTEMPTS="5", **KILLED)
     stack.start_api()
-    job = stack.submit(spec(steps=400))
+    job = stack.submit(fast_spec(steps=400))
     kills = []
     for round_ in range(2):
         worker = stack.start_worker()
@@ -103,7 +80,7 @@ def test_worker_sigkilled_twice_still_finishes(live_stack: type[LiveStack],
     assert 3 <= done["attempts"] <= 5  # two kills; a lease that slipped once more is no loss
     # resumed from checkpoints: every attempt after the first went on from a checkpoint
     # (a multiple of 20, past the first one) at or before where the attempts before it were
-    by_attempt = progress_by_attempt(stack, job["id"])
+    by_attempt = progress_by_attempt(stack.client, job["id"])
     assert len(by_attempt) >= 3 and by_attempt[max(by_attempt)][-1] == 400, by_attempt.keys()
     reached = 0
     for attempt in sorted(by_attempt):
@@ -120,7 +97,7 @@ def test_a_job_that_crashes_the_worker_every_time_ends_failed(live_stack: type[L
     stack = live_stack(tmp_path, f"sqlite:///{tmp_path / 'gan.db'}", MAX_ATTEMPTS="2",
                        GAN_TEST_CRASH_AT_STEP="10", **KILLED)
     stack.start_api()
-    job = stack.submit(spec(steps=400))
+    job = stack.submit(fast_spec(steps=400))
     deadline = time.monotonic() + 150
     current: dict = {}
     while time.monotonic() < deadline and len(stack.workers) < 5:  # a supervisor, bounded
@@ -144,8 +121,7 @@ def test_a_job_that_crashes_the_worker_every_time_ends_failed(live_stack: type[L
     assert not job_processes_of(stack), "a job process outlived its crashed worker"
     # the next job is served (the limit is per job, the crash hook fires at step 10 again,
     # so use a job shorter than that)
-    short = spec(steps=5, checkpoint_every=5)
-    short["training"]["log_every"] = 5
+    short = fast_spec(steps=5, checkpoint_every=5, log_every=5)
     if not _alive_workers(stack):
         stack.start_worker()
     nxt = stack.submit(short)
@@ -159,12 +135,12 @@ def test_redis_down_30s(live_stack: type[LiveStack], tmp_path: Path,
                        **STEADY)
     stack.start_api()
     stack.start_worker()
-    running = stack.submit(spec(steps=200))
+    running = stack.submit(fast_spec(steps=200))
     stack.wait_step(running["id"], 20, timeout=120)
-    waiting = stack.submit(spec(steps=30))  # its message is in Redis, which loses it
+    waiting = stack.submit(fast_spec(steps=30))  # its message is in Redis, which loses it
     down_at = time.monotonic()
     private_redis.stop()
-    during = stack.submit(spec(steps=30))  # accepted: the database holds it
+    during = stack.submit(fast_spec(steps=30))  # accepted: the database holds it
     reads = 0
     while time.monotonic() - down_at < 30:
         r = stack.client.get("/v1/jobs")
@@ -178,7 +154,7 @@ def test_redis_down_30s(live_stack: type[LiveStack], tmp_path: Path,
         done = stack.wait(job["id"], ["succeeded", "failed"], timeout=180)
         assert done["status"] == "succeeded", (done, stack.logs())
         assert done["attempts"] == 1, done  # none ran twice
-        assert_ran_once(stack, job["id"], steps)
+        assert_ran_once(stack.client, job["id"], steps)
     models = stack.client.get("/v1/models").json()
     assert models["total"] == 3
 
@@ -218,7 +194,7 @@ def test_api_restart_while_a_job_runs(live_stack: type[LiveStack], tmp_path: Pat
     stack = live_stack(tmp_path, f"sqlite:///{tmp_path / 'gan.db'}", **STEADY)
     stack.start_api()
     stack.start_worker()
-    job = stack.submit(spec(steps=200))
+    job = stack.submit(fast_spec(steps=200))
     stack.wait_step(job["id"], 20, timeout=120)
     stop_process(stack.api)
     time.sleep(2)
@@ -226,7 +202,7 @@ def test_api_restart_while_a_job_runs(live_stack: type[LiveStack], tmp_path: Pat
     done = stack.wait(job["id"], ["succeeded", "failed"], timeout=180)
     assert done["status"] == "succeeded", (done, stack.logs())
     assert done["attempts"] == 1
-    assert_ran_once(stack, job["id"], 200)
+    assert_ran_once(stack.client, job["id"], 200)
 
 
 def test_cancel_through_the_api_reaches_a_wedged_data_load(live_stack: type[LiveStack],
@@ -238,7 +214,7 @@ def test_cancel_through_the_api_reaches_a_wedged_data_load(live_stack: type[Live
                        JOB_STOP_GRACE_SECONDS="3", **STEADY)
     stack.start_api()
     worker = stack.start_worker()
-    job = stack.submit(spec(steps=20))
+    job = stack.submit(fast_spec(steps=20))
     marker = tmp_path / "work" / "jobs" / job["id"] / "hang.load"
     deadline = time.monotonic() + 90
     while not marker.exists():
@@ -273,12 +249,10 @@ def test_broken_files_fail_clearly_and_the_worker_stays_up(live_stack: type[Live
     stack.start_api()
     worker = stack.start_worker()
     for name in ("truncated.npy", "utf16.csv", "garbage.parquet"):
-        bad = copy.deepcopy(FAST_SPEC)
-        bad["dataset"] = {"uri": f"file://{data / name}"}
-        job = stack.submit(bad)
+        job = stack.submit(fast_spec(dataset={"uri": f"file://{data / name}"}))
         done = stack.wait(job["id"], ["succeeded", "failed"], timeout=60)
         assert done["status"] == "failed" and name in done["error"], done
         assert len(done["error"]) < 2000
-    good = stack.submit(spec(steps=20))
+    good = stack.submit(fast_spec(steps=20))
     assert stack.wait(good["id"], ["succeeded", "failed"], timeout=120)["status"] == "succeeded"
     assert worker.poll() is None and len(stack.workers) == 1

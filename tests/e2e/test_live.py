@@ -1,15 +1,14 @@
 """End to end with real processes: uvicorn + Celery worker(s) + the real Redis, on SQLite and
-PostgreSQL. Training is real (models.pipeline) and short."""
+PostgreSQL. Training is real (models.pipeline) and short.
+
+Redis restarted or down mid-job: tests/e2e/test_faults.py (test_redis_down_30s) and
+tests/faults/test_worker_faults.py, on private Redis servers; the shared one is never stopped."""
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import io
-import json
 import signal
-import subprocess
-import time
 from pathlib import Path
 
 import httpx
@@ -17,36 +16,13 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from tests.conftest import FAST_SPEC, LiveStack, expected_provider, redis_up
+from tests.conftest import FAST_SPEC, LiveStack, expected_provider, fast_spec, read_sse
 
 pytestmark = pytest.mark.integration
 
 # 8 Gaussians as in WGAN-GP: centres on the circle of radius 2, sd 0.02, all divided by 1.414,
 # so every point lies at radius 1.414 +- 0.03 and each coordinate has sd ~1.0.
 DATA_RADIUS = 2 / 1.414
-
-
-def long_spec(steps: int, checkpoint_every: int = 20) -> dict:
-    spec = copy.deepcopy(FAST_SPEC)
-    spec["training"].update(steps=steps, checkpoint_every=checkpoint_every, log_every=10)
-    return spec
-
-
-def read_sse(client: httpx.Client, path: str, timeout: float = 240) -> list[tuple[str, dict]]:
-    events: list[tuple[str, dict]] = []
-    with client.stream("GET", path, timeout=httpx.Timeout(timeout)) as r:
-        assert r.status_code == 200
-        assert r.headers["content-type"].startswith("text/event-stream")
-        kind, data = None, []
-        for line in r.iter_lines():
-            if line.startswith("event:"):
-                kind = line.split(":", 1)[1].strip()
-            elif line.startswith("data:"):
-                data.append(line.split(":", 1)[1].strip())
-            elif line == "" and kind is not None:
-                events.append((kind, json.loads("\n".join(data))))
-                kind, data = None, []
-    return events
 
 
 def fetch_all_formats(client: httpx.Client, model_id: str, n: int, seed: int) -> np.ndarray:
@@ -71,8 +47,7 @@ def fetch_all_formats(client: httpx.Client, model_id: str, n: int, seed: int) ->
 
 # Long enough to leave the initial generator behind (with no EMA, which would keep ~60% of
 # the initial weights after 500 steps at 0.999), short enough for a test (~4 s on one core).
-STATS_SPEC: dict = copy.deepcopy(FAST_SPEC)
-STATS_SPEC["training"].update(steps=500, ema=None, checkpoint_every=100, log_every=50)
+STATS_SPEC = fast_spec(steps=500, ema=None, checkpoint_every=100, log_every=50)
 
 
 def check_eight_gaussians(samples: np.ndarray) -> None:
@@ -118,7 +93,7 @@ def test_worker_sigkill_resumes_from_checkpoint(live_stack: type[LiveStack],
     stack = live_stack(tmp_path, f"sqlite:///{tmp_path / 'gan.db'}")
     stack.start_api()
     first = stack.start_worker()
-    job = stack.submit(long_spec(steps=600, checkpoint_every=20))
+    job = stack.submit(fast_spec(steps=600, checkpoint_every=20))
     seen = stack.wait_step(job["id"], 60)
     assert seen["status"] == "running", seen
     first.send_signal(signal.SIGKILL)  # the worker is the only process of its group
@@ -141,52 +116,12 @@ def test_worker_sigkill_resumes_from_checkpoint(live_stack: type[LiveStack],
     assert model["metrics"] is not None
 
 
-def _redis_cli(*args: str) -> None:
-    subprocess.run(["redis-cli", "-h", "127.0.0.1", "-p", "6379", *args], check=False,
-                   capture_output=True, timeout=30)
-
-
-def _restart_redis() -> None:
-    subprocess.run(["redis-server", "--daemonize", "yes", "--bind", "127.0.0.1", "-::1",
-                    "--port", "6379", "--save", "", "--appendonly", "no"], check=True,
-                   capture_output=True, timeout=30)
-    deadline = time.monotonic() + 20
-    while not redis_up():
-        assert time.monotonic() < deadline, "redis-server did not come back"
-        time.sleep(0.2)
-
-
-def test_redis_restart_mid_job(live_stack: type[LiveStack], tmp_path: Path) -> None:
-    stack = live_stack(tmp_path, f"sqlite:///{tmp_path / 'gan.db'}")
-    stack.start_api()
-    stack.start_worker()
-    running = stack.submit(long_spec(steps=400))
-    stack.wait_step(running["id"], 20)
-    try:
-        _redis_cli("shutdown", "nosave")  # every message in Redis is lost
-        deadline = time.monotonic() + 10
-        while redis_up() and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert stack.client.get(f"/v1/jobs/{running['id']}").json()["status"] == "running"
-        # a job submitted while Redis is down is accepted: the database holds it
-        queued = stack.submit(FAST_SPEC)
-        time.sleep(1)
-    finally:
-        if not redis_up():
-            _restart_redis()
-    for job in (running, queued):
-        done = stack.wait(job["id"], ["succeeded", "failed"], timeout=240)
-        assert done["status"] == "succeeded", (done, stack.logs())
-    # the running job was never run twice: one claim
-    assert stack.client.get(f"/v1/jobs/{running['id']}").json()["attempts"] == 1
-
-
 def test_cancel_and_bad_data_keep_the_worker_serving(live_stack: type[LiveStack],
                                                      tmp_path: Path) -> None:
     stack = live_stack(tmp_path, f"sqlite:///{tmp_path / 'gan.db'}")
     stack.start_api()
     stack.start_worker()
-    long = stack.submit(long_spec(steps=100_000, checkpoint_every=1000))
+    long = stack.submit(fast_spec(steps=100_000, checkpoint_every=1000))
     stack.wait_step(long["id"], 10)
     r = stack.client.post(f"/v1/jobs/{long['id']}/cancel")
     assert r.status_code in (200, 202) and r.json()["status"] in ("cancelling", "cancelled")
@@ -196,8 +131,7 @@ def test_cancel_and_bad_data_keep_the_worker_serving(live_stack: type[LiveStack]
     # a file that is not a data set: the job fails with the loader's message
     bad = tmp_path / "data" / "broken.csv"
     bad.write_bytes(b"\x00\x01garbage\xff\xfe\n" * 10)
-    spec = copy.deepcopy(FAST_SPEC)
-    spec["dataset"]["uri"] = f"file://{bad}"
+    spec = fast_spec(dataset={"uri": f"file://{bad}"})
     failed = stack.wait(stack.submit(spec)["id"], ["failed", "succeeded"], timeout=120)
     assert failed["status"] == "failed" and failed["error"], failed
     assert "broken.csv" in failed["error"], failed["error"]  # the loader names the file

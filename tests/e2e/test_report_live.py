@@ -4,22 +4,19 @@ its report and plots; the API serves them, the SSE stream carries referee AUC an
 
 from __future__ import annotations
 
-import copy
 import io
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
-from tests.conftest import FAST_SPEC, LiveStack
-from tests.e2e.test_live import read_sse
+from tests.conftest import LiveStack, fast_spec, read_sse
 
 pytestmark = pytest.mark.integration
 
-RING_SPEC: dict = copy.deepcopy(FAST_SPEC)
-RING_SPEC["dataset"] = {"uri": "builtin://conditional-ring", "max_rows": 2000,
-                        "holdout_fraction": 0.25}
-RING_SPEC["training"].update(steps=40, log_every=10, referee_every=10)
+RING_SPEC = fast_spec(dataset={"uri": "builtin://conditional-ring", "max_rows": 2000,
+                               "holdout_fraction": 0.25},
+                      steps=40, log_every=10, referee_every=10)
 
 
 def test_report_plots_and_metrics_of_a_real_run(live_stack: type[LiveStack], tmp_path: Path,

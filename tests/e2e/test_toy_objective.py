@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import FAST_SPEC, LiveStack
+from tests.conftest import LiveStack, fast_spec
 
 pytestmark = pytest.mark.integration
 
@@ -22,8 +22,7 @@ def test_a_toy_objective_in_one_file_trains_through_the_api(live_stack: type[Liv
     listed = stack.client.get("/v1/objectives").json()["objectives"]
     assert listed["toy-quadratic"]["recipes"]["default"]["objective"] == {"lam": 1.0}
     assert "wgan-gp" in listed  # the built-in ones are still there
-    spec = copy.deepcopy(FAST_SPEC)
-    spec["objective"] = {"name": "toy-quadratic"}
+    spec = fast_spec(objective={"name": "toy-quadratic"})
     job = stack.submit(spec)
     assert job["spec"]["objective"] == {"name": "toy-quadratic", "lam": 1.0}
     bad = copy.deepcopy(spec)
@@ -41,7 +40,5 @@ def test_an_objective_that_is_not_loaded_is_unknown(live_stack: type[LiveStack],
                                                     tmp_path: Path) -> None:
     stack = live_stack(tmp_path, f"sqlite:///{tmp_path / 'gan.db'}")
     stack.start_api()
-    spec = copy.deepcopy(FAST_SPEC)
-    spec["objective"] = {"name": "toy-quadratic"}
-    r = stack.client.post("/v1/jobs", json=spec)
+    r = stack.client.post("/v1/jobs", json=fast_spec(objective={"name": "toy-quadratic"}))
     assert r.status_code == 422 and "toy-quadratic" in r.text

@@ -1,7 +1,7 @@
 """The launcher (`make run`) supervises: children killed under it come back, with backoff.
 
 The first tests drive `service.launch.Child` with small shell processes; the others run
-`python -m service.launch` for real (tests/e2e/test_launch.py's `Launcher`) and SIGKILL its
+`python -m service.launch` for real (tests/conftest.py's `Launcher`) and SIGKILL its
 worker, its Redis and its API."""
 
 from __future__ import annotations
@@ -17,20 +17,13 @@ import httpx
 import pytest
 
 from service import launch
-from tests.e2e.test_launch import Launcher, _alive, job_spec, tracked_launchers, wait_for
-from tests.e2e.test_live import read_sse
+from tests.conftest import Launcher, alive, fast_spec, progress_by_attempt, wait_for
 
 pytestmark = pytest.mark.integration
 
 CHECKPOINT_EVERY = 20
 # Short leases: a killed worker's job is re-queued seconds after its replacement starts.
 FAST_RECOVERY = {"LEASE_SECONDS": "4", "REQUEUE_AFTER_SECONDS": "4", "MAX_ATTEMPTS": "5"}
-
-
-@pytest.fixture
-def launcher() -> Iterator[type[Launcher]]:
-    """A factory: `launcher(tmp_path, SETTING="value")`; every one made is stopped."""
-    yield from tracked_launchers()
 
 
 def test_backoff_doubles_up_to_its_cap_and_starts_over_after_a_healthy_run() -> None:
@@ -71,18 +64,18 @@ def test_a_dead_child_is_restarted_after_its_delay_and_its_group_killed(
     first.send_signal(signal.SIGKILL)  # the leader only, as the OOM killer does
     first.wait(5)
     killed_at = time.monotonic()
-    assert _alive(grandchild)
+    assert alive(grandchild)
     while not child.check(time.monotonic()):
         assert time.monotonic() - killed_at < 10, "never restarted"
         time.sleep(0.05)
     assert time.monotonic() - killed_at >= 0.9  # after the first backoff delay, not at once
     assert child.pid is not None and child.pid != first.pid and child.restarts == 1
     # SIGKILL is delivered asynchronously: give the kernel a moment
-    wait_for("the dead child's group to die", lambda: not _alive(grandchild), 5, lambda: "")
+    wait_for("the dead child's group to die", lambda: not alive(grandchild), 5, lambda: "")
     second_grandchild = _grandchild(pid_file)
     child.stop()
     assert child.pid is None
-    wait_for("the stopped child's group to die", lambda: not _alive(second_grandchild), 5,
+    wait_for("the stopped child's group to die", lambda: not alive(second_grandchild), 5,
              lambda: "")
 
 
@@ -99,14 +92,6 @@ def _watch_api(url: str, stop: threading.Event, failures: list[str]) -> None:
             stop.wait(0.25)
 
 
-def _steps_by_attempt(run: Launcher, job_id: str) -> dict[int, list[int]]:
-    steps: dict[int, list[int]] = {}
-    for kind, data in read_sse(run.client, f"/v1/jobs/{job_id}/events"):
-        if kind == "progress":
-            steps.setdefault(int(data["attempt"]), []).append(int(data["step"]))
-    return steps
-
-
 def test_worker_sigkilled_twice_under_the_launcher_resumes_and_succeeds(
         launcher: type[Launcher], tmp_path: Path) -> None:
     run = launcher(tmp_path, **FAST_RECOVERY)
@@ -116,7 +101,8 @@ def test_worker_sigkilled_twice_under_the_launcher_resumes_and_succeeds(
     watcher = threading.Thread(target=_watch_api, args=(run.client.base_url, stop, failures))
     watcher.start()
     try:
-        job = run.client.post("/v1/jobs", json=job_spec(400, CHECKPOINT_EVERY)).json()
+        spec = fast_spec(steps=400, checkpoint_every=CHECKPOINT_EVERY)
+        job = run.client.post("/v1/jobs", json=spec).json()
         killed_at_step = 0
         for attempt in (1, 2):
             # well past a checkpoint of this attempt, so that there is something to resume
@@ -140,7 +126,7 @@ def test_worker_sigkilled_twice_under_the_launcher_resumes_and_succeeds(
     assert run.pid("API") == api_pid  # the API was not restarted: it never went down
     assert run.state()["children"]["worker"]["restarts"] == 2
     assert run.log().count("launcher: the worker (pid") == 2
-    steps = _steps_by_attempt(run, job["id"])
+    steps = progress_by_attempt(run.client, job["id"])
     assert sorted(steps) == [1, 2, 3], steps
     for attempt in (2, 3):
         # resumed from a checkpoint: at most the steps since the last one are redone
@@ -167,7 +153,7 @@ def test_killed_embedded_redis_comes_back_with_its_port_and_password(
     with pytest.raises(redis.exceptions.AuthenticationError):  # still locked
         redis.Redis(host="127.0.0.1", port=port, socket_timeout=5).ping()
     assert "launcher: the broker (pid" in run.log()
-    done = run.finish(run.client.post("/v1/jobs", json=job_spec(20)).json()["id"])
+    done = run.finish(run.client.post("/v1/jobs", json=fast_spec(steps=20)).json()["id"])
     assert done["status"] == "succeeded", (done, run.log()[-6000:])
     assert run.pid("worker") == worker  # only Redis was restarted
     assert run.stop() == 0

@@ -10,7 +10,6 @@ is then exact (one attempt, its steps in order to the end, from the SSE events).
 
 from __future__ import annotations
 
-import copy
 import threading
 import time
 from collections.abc import Iterator
@@ -19,18 +18,18 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import FAST_SPEC, LiveStack, PrivatePostgres, PrivateRedis
-from tests.e2e.test_faults import assert_ran_once
+from tests.conftest import (
+    LiveStack,
+    PrivatePostgres,
+    PrivateRedis,
+    assert_ran_once,
+    fast_spec,
+    progress_by_attempt,
+)
 
 pytestmark = pytest.mark.integration
 
 STEADY = {"LEASE_SECONDS": "30", "REAPER_INTERVAL_SECONDS": "1", "REQUEUE_AFTER_SECONDS": "3"}
-
-
-def spec(steps: int, checkpoint_every: int = 20) -> dict:
-    s = copy.deepcopy(FAST_SPEC)
-    s["training"].update(steps=steps, checkpoint_every=checkpoint_every, log_every=10)
-    return s
 
 
 class Prober(threading.Thread):
@@ -77,20 +76,20 @@ def test_redis_restarted_mid_job(live_stack: type[LiveStack], tmp_path: Path,
                        **STEADY)
     stack.start_api()
     stack.start_worker()
-    running = stack.submit(spec(steps=600))
+    running = stack.submit(fast_spec(steps=600))
     prober.append(Prober(stack.url, running["id"]))
     prober[0].start()
     stack.wait_step(running["id"], 20, timeout=120)
-    waiting = stack.submit(spec(steps=30))  # its message is in Redis, which loses it
+    waiting = stack.submit(fast_spec(steps=30))  # its message is in Redis, which loses it
     private_redis.stop()
-    during = stack.submit(spec(steps=30))  # accepted while Redis is down: the database has it
+    during = stack.submit(fast_spec(steps=30))  # accepted while Redis is down: the database has it
     time.sleep(2)
     private_redis.start()
     for job, steps in ((running, 600), (waiting, 30), (during, 30)):
         done = stack.wait(job["id"], ["succeeded", "failed"], timeout=180)
         assert done["status"] == "succeeded", (done, stack.logs())
         assert done["attempts"] == 1, done
-        assert_ran_once(stack, job["id"], steps)
+        assert_ran_once(stack.client, job["id"], steps)
     assert stack.client.get("/v1/models").json()["total"] == 3
     prober[0].answers({200})
 
@@ -103,7 +102,7 @@ def test_postgres_restarted_mid_job(live_stack: type[LiveStack], tmp_path: Path,
     stack = live_stack(tmp_path, private_postgres.url, **STEADY)
     stack.start_api()
     stack.start_worker()
-    job = stack.submit(spec(steps=1500, checkpoint_every=100))
+    job = stack.submit(fast_spec(steps=1500, checkpoint_every=100))
     prober.append(Prober(stack.url, job["id"]))
     prober[0].start()
     seen = stack.wait_step(job["id"], 20, timeout=120)
@@ -114,21 +113,15 @@ def test_postgres_restarted_mid_job(live_stack: type[LiveStack], tmp_path: Path,
     done = stack.wait(job["id"], ["succeeded", "failed"], timeout=240)
     assert done["status"] == "succeeded", (done, stack.logs())
     assert done["attempts"] == 1 and done["model_id"], done
-    steps = [s for a, s in _progress(stack, job["id"]) if a == 1]
-    assert steps == sorted(set(steps)) and steps[-1] == 1500, steps
+    by_attempt = progress_by_attempt(stack.client, job["id"])
+    steps = by_attempt.get(1, [])
+    assert steps and steps == sorted(set(steps)) and steps[-1] == 1500, by_attempt
     outage = ("could not record step", "could not renew the lease")
     assert any(line in stack.log("worker0") for line in outage), stack.log("worker0")[-3000:]
-    after = stack.submit(spec(steps=20))
+    after = stack.submit(fast_spec(steps=20))
     assert stack.wait(after["id"], ["succeeded", "failed"], timeout=120)["status"] == "succeeded"
     prober[0].answers({200, 503})
     assert any(code == 503 for _, code in prober[0].seen), "the outage was not seen"
-
-
-def _progress(stack: LiveStack, job_id: str) -> list[tuple[int, int]]:
-    from tests.e2e.test_live import read_sse
-
-    return [(int(d["attempt"]), int(d["step"]))
-            for k, d in read_sse(stack.client, f"/v1/jobs/{job_id}/events") if k == "progress"]
 
 
 def test_disk_full_at_a_checkpoint(live_stack: type[LiveStack], tmp_path: Path,
@@ -140,7 +133,7 @@ def test_disk_full_at_a_checkpoint(live_stack: type[LiveStack], tmp_path: Path,
                        GAN_TEST_ENOSPC_AT_CHECKPOINT="40", **STEADY)
     stack.start_api()
     worker = stack.start_worker()
-    job = stack.submit(spec(steps=60, checkpoint_every=20))
+    job = stack.submit(fast_spec(steps=60, checkpoint_every=20))
     prober.append(Prober(stack.url, job["id"]))
     prober[0].start()
     done = stack.wait(job["id"], ["succeeded", "failed"], timeout=120)
@@ -154,7 +147,7 @@ def test_disk_full_at_a_checkpoint(live_stack: type[LiveStack], tmp_path: Path,
     if stored.exists():  # the lease thread's copy, when it ran since step 20
         assert torch.load(stored, weights_only=True)["step"] == 20
     assert not list(workdir.glob("*.tmp"))
-    nxt = stack.submit(spec(steps=20))  # its only checkpoint (step 20) is below the fault
+    nxt = stack.submit(fast_spec(steps=20))  # its only checkpoint (step 20) is below the fault
     assert stack.wait(nxt["id"], ["succeeded", "failed"], timeout=120)["status"] == "succeeded"
     assert worker.poll() is None and len(stack.workers) == 1
     prober[0].answers({200})

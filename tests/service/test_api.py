@@ -19,12 +19,20 @@ import pyarrow as pa
 import pytest
 from fastapi.testclient import TestClient
 
+from cli.main import parse_sse
 from gan_platform.artifacts import ArtifactStore, model_key, sha256_file
 from gan_platform.records import Records
 from gan_platform.settings import Settings
 from models.spec import OBJECTIVE_NAMES
 from service.main import create_app
-from tests.conftest import FAST_SPEC, ROOT, RedisSpace, expected_provider, make_linear_onnx
+from tests.conftest import (
+    FAST_SPEC,
+    ROOT,
+    RedisSpace,
+    expected_provider,
+    fast_spec,
+    make_linear_onnx,
+)
 
 PROBLEM = "application/problem+json"
 
@@ -123,9 +131,7 @@ def test_idempotency_key(client: TestClient) -> None:
     assert client.get("/v1/jobs").json()["total"] == 1
     other = client.post("/v1/jobs", json=FAST_SPEC, headers={"Idempotency-Key": "k-2"})
     assert other.json()["id"] != first.json()["id"]
-    changed = copy.deepcopy(FAST_SPEC)
-    changed["training"]["steps"] = 61
-    body = assert_problem(client.post("/v1/jobs", json=changed,
+    body = assert_problem(client.post("/v1/jobs", json=fast_spec(steps=61),
                                       headers={"Idempotency-Key": "k-1"}), 422)
     assert first.json()["id"] in body["detail"]
 
@@ -149,33 +155,29 @@ def test_events_of_a_finished_job(client: TestClient, settings: Settings) -> Non
     records.dispose()
     with client.stream("GET", f"/v1/jobs/{job['id']}/events") as r:
         assert r.headers["content-type"].startswith("text/event-stream")
-        text = "".join(r.iter_text())
-    events = [block for block in text.split("\n\n") if "event:" in block]
-    assert [e.split("event: ")[1].split("\n")[0] for e in events] == ["progress", "progress",
-                                                                       "end"]
-    end = json.loads(events[-1].split("data: ", 1)[1])
+        events = list(parse_sse(r.iter_lines()))
+    assert [kind for kind, _, _ in events] == ["progress", "progress", "end"]
+    assert [data["step"] for kind, data, _ in events if kind == "progress"] == [10, 20]
+    end = events[-1][1]
     assert end["status"] == "failed" and end["error"] == "data error: boom"
     # resuming after the first event id skips it
-    first_id = events[0].split("id: ")[1].split("\n")[0]
+    first_id = events[0][2]
+    assert first_id is not None
     with client.stream("GET", f"/v1/jobs/{job['id']}/events",
                        headers={"Last-Event-ID": first_id}) as r:
-        text = "".join(r.iter_text())
-    assert text.count("event: progress") == 1
+        again = list(parse_sse(r.iter_lines()))
+    assert [kind for kind, _, _ in again] == ["progress", "end"] and again[0][1]["step"] == 20
 
 
 # --- bad input (issue item 7) ----------------------------------------------------------------
 
 
 def test_invalid_spec_names_the_field(client: TestClient) -> None:
-    spec = copy.deepcopy(FAST_SPEC)
-    spec["training"]["steps"] = -1
-    body = assert_problem(client.post("/v1/jobs", json=spec), 422)
+    body = assert_problem(client.post("/v1/jobs", json=fast_spec(steps=-1)), 422)
     assert body["errors"][0]["field"] == "training.steps"
     assert body["errors"][0]["loc"] == ["body", "training", "steps"]
     assert "training.steps" in body["detail"]
-    spec = copy.deepcopy(FAST_SPEC)
-    spec["training"]["colour"] = "blue"
-    body = assert_problem(client.post("/v1/jobs", json=spec), 422)
+    body = assert_problem(client.post("/v1/jobs", json=fast_spec(colour="blue")), 422)
     assert body["errors"][0]["field"] == "training.colour"
     assert_problem(client.post("/v1/jobs", content=b"{not json",
                                headers={"content-type": "application/json"}), 422)

@@ -23,7 +23,7 @@ from service.problems import Problem
 from service.samples import RowsInFlight
 from serving.formats import encode
 from serving.sampling import SamplingTimeout, load_model, sample
-from tests.conftest import FAST_SPEC, make_linear_onnx
+from tests.conftest import FAST_SPEC, fast_spec, make_linear_onnx
 from tests.service.test_api import assert_problem, make_settings, register_model
 
 
@@ -67,9 +67,7 @@ def test_csv_column_names_cannot_run_as_formulas(tmp_path: Path) -> None:
     ({"betas": [0.5, True]}, "training.betas.1"),
 ])
 def test_numbers_must_be_numbers(client: TestClient, training: dict, field: str) -> None:
-    spec = copy.deepcopy(FAST_SPEC)
-    spec["training"].update(training)
-    body = assert_problem(client.post("/v1/jobs", json=spec), 422)
+    body = assert_problem(client.post("/v1/jobs", json=fast_spec(**training)), 422)
     assert any(e["field"] == field for e in body["errors"]), body
 
 

@@ -3,7 +3,6 @@ key, training steps, and the request time limit."""
 
 from __future__ import annotations
 
-import copy
 import io
 import time
 from collections.abc import Iterator
@@ -15,7 +14,7 @@ from fastapi.testclient import TestClient
 from gan_platform.settings import Settings
 from service.auth import hash_key
 from service.main import create_app
-from tests.conftest import FAST_SPEC
+from tests.conftest import FAST_SPEC, fast_spec
 from tests.service.test_api import make_settings, register_model
 
 KEY = "limits-key-0123456789"
@@ -71,9 +70,8 @@ def test_n_per_sampling_request(client: TestClient, settings: Settings, tmp_path
 
 
 def test_training_steps(client: TestClient) -> None:
-    spec = copy.deepcopy(FAST_SPEC)
-    spec["training"]["steps"] = 5001
-    _problem(client.post("/v1/jobs", json=spec, headers=H), 422, "MAX_TRAINING_STEPS")
+    _problem(client.post("/v1/jobs", json=fast_spec(steps=5001), headers=H), 422,
+             "MAX_TRAINING_STEPS")
 
 
 def test_queued_jobs_per_key(client: TestClient) -> None:

@@ -4,11 +4,7 @@ is cut at its limit while it streams (a real uvicorn: the client sees how much w
 from __future__ import annotations
 
 import asyncio
-import os
 import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -16,7 +12,7 @@ import pytest
 from gan_platform.records import Records
 from service.events import EventHub
 from service.problems import Problem
-from tests.conftest import FAST_SPEC, ROOT, free_port, stop_process
+from tests.conftest import FAST_SPEC, LiveStack
 
 
 class CountingRecords(Records):
@@ -80,35 +76,16 @@ async def _rest(stream) -> list[str]:  # type: ignore[no-untyped-def]
 
 
 def test_a_chunked_upload_is_cut_at_its_limit(tmp_path: Path) -> None:
-    port = free_port()
-    env = {**os.environ, "DATABASE_URL": f"sqlite:///{tmp_path}/u.db",
-           "ARTIFACT_ROOT": str(tmp_path / "artifacts"), "WORK_ROOT": str(tmp_path / "work"),
-           "DATA_ROOTS": str(tmp_path / "data"), "MAX_UPLOAD_BYTES": str(1024 * 1024)}
-    log = open(tmp_path / "api.log", "wb")  # noqa: SIM115
-    api = subprocess.Popen([sys.executable, "-m", "uvicorn", "service.main:app", "--port",
-                            str(port), "--log-level", "warning"], cwd=ROOT, env=env,
-                           stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    stack = LiveStack(tmp_path, f"sqlite:///{tmp_path}/u.db", MAX_UPLOAD_BYTES=str(1024 * 1024))
     try:
-        _wait_for_port(port, api)
-        sent, answer = _chunked_upload(port, total=64 * 1024 * 1024)
+        stack.start_api()  # no worker, no broker needed
+        sent, answer = _chunked_upload(stack.port, total=64 * 1024 * 1024)
         assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
         # The server stopped reading near the limit (socket buffers hold a few MB more),
         # instead of spooling the whole 64 MB body first.
         assert sent < 16 * 1024 * 1024, sent
     finally:
-        stop_process(api)
-        log.close()
-
-
-def _wait_for_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, "the API exited"
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.2)
-    raise AssertionError("the API did not start")
+        stack.close()
 
 
 def _chunked_upload(port: int, total: int) -> tuple[int, bytes]:

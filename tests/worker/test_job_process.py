@@ -6,7 +6,6 @@ on SQLite, with the real child processes."""
 
 from __future__ import annotations
 
-import copy
 import os
 import signal
 import subprocess
@@ -23,7 +22,7 @@ import pytest
 from gan_platform.artifacts import ArtifactStore
 from gan_platform.records import Records
 from gan_platform.settings import Settings
-from tests.conftest import FAST_SPEC, ROOT
+from tests.conftest import ROOT, fast_spec
 from worker import runner
 from worker.runner import Context, run
 
@@ -50,12 +49,6 @@ def ctx_factory(tmp_path: Path) -> Iterator[Callable[..., Context]]:
     yield factory
     for ctx in made:
         ctx.records.dispose()
-
-
-def spec(steps: int = 60, **training: Any) -> dict:
-    s = copy.deepcopy(FAST_SPEC)
-    s["training"].update(steps=steps, **training)
-    return s
 
 
 class Running:
@@ -110,7 +103,7 @@ def job_processes(parent: int) -> list[int]:
 def test_a_job_runs_in_its_own_process_and_reports_its_memory(
         ctx_factory: Callable[..., Context]) -> None:
     ctx = ctx_factory(JOB_MEMORY_LIMIT_BYTES=6 * 1024**3)
-    job, _ = ctx.records.create_job(spec(), "h" * 64)
+    job, _ = ctx.records.create_job(fast_spec(), "h" * 64)
     running = Running(ctx, job["id"])
     running.wait_for("job process", lambda: bool(job_processes(os.getpid())))
     assert running.join(120) == "succeeded"
@@ -127,7 +120,7 @@ def test_an_allocation_over_the_memory_limit_fails_the_job_out_of_memory(
     """3.2 GB for the first layer's output alone, under a 2.5 GB RLIMIT_AS: the job's process
     gets the allocation failure, the job fails with the limit in its error."""
     ctx = ctx_factory(JOB_MEMORY_LIMIT_BYTES=int(2.5 * 1024**3), MAX_JOB_MEMORY_BYTES=0)
-    bomb = spec(steps=1, batch_size=200_000, validate_every=0)
+    bomb = fast_spec(steps=1, batch_size=200_000, validate_every=0)
     bomb["architecture"] = {"generator": {"width": 4096, "depth": 1},
                             "critic": {"width": 4096, "depth": 1}}
     job, _ = ctx.records.create_job(bomb, "h" * 64)
@@ -137,14 +130,14 @@ def test_an_allocation_over_the_memory_limit_fails_the_job_out_of_memory(
     assert "out of memory" in done["error"], done["error"]
     assert f"JOB_MEMORY_LIMIT_BYTES={int(2.5 * 1024**3)}" in done["error"]
     # the worker goes on: the next job succeeds
-    nxt, _ = ctx.records.create_job(spec(steps=5, checkpoint_every=5, log_every=5), "i" * 64)
+    nxt, _ = ctx.records.create_job(fast_spec(steps=5, checkpoint_every=5, log_every=5), "i" * 64)
     assert Running(ctx, nxt["id"]).join(120) == "succeeded"
 
 
 def test_the_job_process_killed_as_by_the_oom_killer_fails_the_job(
         ctx_factory: Callable[..., Context]) -> None:
     ctx = ctx_factory()
-    job, _ = ctx.records.create_job(spec(steps=100_000, checkpoint_every=1000), "h" * 64)
+    job, _ = ctx.records.create_job(fast_spec(steps=100_000, checkpoint_every=1000), "h" * 64)
     running = Running(ctx, job["id"])
     running.wait_for("step 10", lambda: (running.job()["progress"] or {}).get("step", 0) >= 10)
     children = job_processes(os.getpid())
@@ -163,7 +156,7 @@ def test_cancel_reaches_a_hung_phase(ctx_factory: Callable[..., Context], tmp_pa
     the job's process JOB_STOP_GRACE_SECONDS after the cancel, and the job ends cancelled."""
     monkeypatch.setenv("GAN_TEST_HANG_IN", phase)
     ctx = ctx_factory()
-    job, _ = ctx.records.create_job(spec(steps=20), "h" * 64)
+    job, _ = ctx.records.create_job(fast_spec(steps=20), "h" * 64)
     marker = tmp_path / "work" / "jobs" / job["id"] / f"hang.{phase}"
     running = Running(ctx, job["id"])
     running.wait_for(f"hang in {phase}", marker.exists)
@@ -179,7 +172,7 @@ def test_max_job_seconds_reaches_a_hung_data_load(ctx_factory: Callable[..., Con
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("GAN_TEST_HANG_IN", "load")
     ctx = ctx_factory(MAX_JOB_SECONDS=4.0)
-    job, _ = ctx.records.create_job(spec(steps=20), "h" * 64)
+    job, _ = ctx.records.create_job(fast_spec(steps=20), "h" * 64)
     running = Running(ctx, job["id"])
     started = time.monotonic()
     assert running.join(60) == "timed-out"
@@ -196,7 +189,7 @@ def test_the_estimate_is_checked_again_with_the_real_feature_count(
     np.save(tmp_path / "data" / "wide.npy",
             np.random.default_rng(0).normal(size=(64, 800)).astype(np.float32))
     ctx = ctx_factory(MAX_JOB_MEMORY_BYTES=10**9)
-    wide = spec(steps=1, batch_size=50_000, validate_every=0)
+    wide = fast_spec(steps=1, batch_size=50_000, validate_every=0)
     wide["architecture"] = {"generator": {"width": 32, "depth": 1},
                             "critic": {"width": 32, "depth": 1}}
     wide["dataset"] = {"uri": f"file://{tmp_path / 'data' / 'wide.npy'}"}
@@ -215,7 +208,7 @@ def test_a_full_disk_at_a_checkpoint_fails_the_job_and_keeps_the_last_checkpoint
         monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("GAN_TEST_ENOSPC_AT_CHECKPOINT", "40")
     ctx = ctx_factory()
-    job, _ = ctx.records.create_job(spec(steps=60, checkpoint_every=20), "h" * 64)
+    job, _ = ctx.records.create_job(fast_spec(steps=60, checkpoint_every=20), "h" * 64)
     assert Running(ctx, job["id"]).join(120) == "failed"
     error = ctx.records.get_job(job["id"])["error"]  # type: ignore[index]
     assert "disk is full" in error and "ENOSPC" in error, error
@@ -232,9 +225,9 @@ def test_a_job_handed_back_resumes_exactly(ctx_factory: Callable[..., Context],
     """Shutdown mid-job (the job checkpoints and goes back to queued), then the rest: the
     same final losses and the same ONNX file as one uninterrupted run."""
     ctx = ctx_factory()
-    straight, _ = ctx.records.create_job(spec(steps=1000, checkpoint_every=20), "a" * 64)
+    straight, _ = ctx.records.create_job(fast_spec(steps=1000, checkpoint_every=20), "a" * 64)
     assert Running(ctx, straight["id"]).join(120) == "succeeded"
-    resumed, _ = ctx.records.create_job(spec(steps=1000, checkpoint_every=20), "b" * 64)
+    resumed, _ = ctx.records.create_job(fast_spec(steps=1000, checkpoint_every=20), "b" * 64)
     running = Running(ctx, resumed["id"])
     running.wait_for("step 30", lambda: (running.job()["progress"] or {}).get("step", 0) >= 30)
     monkeypatch.setattr(runner, "SHUTTING_DOWN", threading.Event())
@@ -266,7 +259,7 @@ def test_the_job_process_dies_with_its_worker(tmp_path: Path) -> None:
     """A worker SIGKILLed mid-job leaves no job process training on behind the lease's
     back (PR_SET_PDEATHSIG)."""
     ctx = make_ctx(tmp_path)
-    job, _ = ctx.records.create_job(spec(steps=100_000, checkpoint_every=1000), "h" * 64)
+    job, _ = ctx.records.create_job(fast_spec(steps=100_000, checkpoint_every=1000), "h" * 64)
     code = CHILD_OF_A_KILLED_WORKER.format(root=str(ROOT), tmp=str(tmp_path), job_id=job["id"])
     worker = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT)
     try:

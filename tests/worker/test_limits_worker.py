@@ -3,13 +3,12 @@ reason (the worker itself, in-process, on SQLite)."""
 
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 
 from gan_platform.artifacts import ArtifactStore
 from gan_platform.records import Records
 from gan_platform.settings import Settings
-from tests.conftest import FAST_SPEC
+from tests.conftest import fast_spec
 from worker.runner import Context, run
 
 
@@ -20,8 +19,7 @@ def test_job_over_max_job_seconds_fails_with_the_reason(tmp_path: Path) -> None:
     records = Records(settings.DATABASE_URL)
     ctx = Context(settings=settings, records=records,
                   store=ArtifactStore(settings.ARTIFACT_ROOT), resend=lambda _id: None)
-    spec = copy.deepcopy(FAST_SPEC)
-    spec["training"]["steps"] = 1_000_000  # hours: only the wall-time limit can end it
+    spec = fast_spec(steps=1_000_000)  # hours: only the wall-time limit can end it
     job, _ = records.create_job(spec, "h" * 64)
     assert run(ctx, job["id"]) == "timed-out"
     done = records.get_job(job["id"])
