@@ -307,9 +307,11 @@ def stop_process(proc: subprocess.Popen[bytes] | None, sig: int = signal.SIGTERM
 
 
 class LiveStack:
-    """uvicorn + N Celery workers for one test, on the real Redis and a given database."""
+    """uvicorn + N Celery workers for one test, on the real Redis and a given database.
+    `broker=False`: no REDIS_URL at all (an API alone, e.g. for sampling or uploads)."""
 
-    def __init__(self, tmp: Path, database_url: str, **overrides: str) -> None:
+    def __init__(self, tmp: Path, database_url: str, *, broker: bool = True,
+                 **overrides: str) -> None:
         self.tmp = tmp
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -332,6 +334,8 @@ class LiveStack:
             "LOG_LEVEL": "INFO",
             **overrides,
         }
+        if not broker:
+            del self.env["REDIS_URL"]
         (tmp / "data").mkdir(parents=True, exist_ok=True)
         self.api: subprocess.Popen[bytes] | None = None
         self.workers: list[subprocess.Popen[bytes]] = []
@@ -404,7 +408,8 @@ class LiveStack:
         for proc in self.workers:
             stop_process(proc, signal.SIGQUIT)
         stop_process(self.api)
-        delete_redis_keys(self.env["REDIS_KEY_PREFIX"], self.env["REDIS_URL"])
+        if "REDIS_URL" in self.env:
+            delete_redis_keys(self.env["REDIS_KEY_PREFIX"], self.env["REDIS_URL"])
 
 
 def tracked(cls: type[T]) -> Iterator[type[T]]:

@@ -8,10 +8,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,7 +19,7 @@ from fastapi.testclient import TestClient
 from gan_platform.settings import Settings
 from service.auth import hash_key
 from service.main import create_app
-from tests.conftest import ROOT, free_port, stop_process
+from tests.conftest import LiveStack
 from tests.service.test_api import make_settings, register_model
 
 KEY, OTHER, TRAINER = "oip-key-0123456789", "oip-other-0123456789", "oip-trainer-0123456789"
@@ -293,32 +289,13 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Settin
     """uvicorn serving the API (no broker: sampling needs none), with two registered models."""
     tmp = tmp_path_factory.mktemp("oip-live")
     settings = keyed_settings(tmp, MAX_SAMPLES_PER_REQUEST=5000)
-    port = free_port()
-    env = {**os.environ, "DATABASE_URL": settings.DATABASE_URL,
-           "ARTIFACT_ROOT": settings.ARTIFACT_ROOT, "WORK_ROOT": str(settings.WORK_ROOT),
-           "DATA_ROOTS": str(tmp / "data"), "API_KEYS": json.dumps(settings.API_KEYS),
-           "MAX_SAMPLES_PER_REQUEST": "5000", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    env.pop("REDIS_URL", None)
-    log = tmp / "api.log"
-    with open(log, "ab") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "service.main:app", "--host",
-                                 "127.0.0.1", "--port", str(port), "--log-level", "warning"],
-                                cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+    stack = LiveStack(tmp, settings.DATABASE_URL, broker=False,
+                      API_KEYS=json.dumps(settings.API_KEYS), MAX_SAMPLES_PER_REQUEST="5000")
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert proc.poll() is None, log.read_text()
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, log.read_text()
-            time.sleep(0.2)
-        yield f"127.0.0.1:{port}", settings, tmp
+        stack.start_api()
+        yield f"127.0.0.1:{stack.port}", settings, tmp
     finally:
-        stop_process(proc)
+        stack.close()
 
 
 def test_tritonclient_http(live: tuple[str, Settings, Path]) -> None:

@@ -76,9 +76,10 @@ async def _rest(stream) -> list[str]:  # type: ignore[no-untyped-def]
 
 
 def test_a_chunked_upload_is_cut_at_its_limit(tmp_path: Path) -> None:
-    stack = LiveStack(tmp_path, f"sqlite:///{tmp_path}/u.db", MAX_UPLOAD_BYTES=str(1024 * 1024))
+    stack = LiveStack(tmp_path, f"sqlite:///{tmp_path}/u.db", broker=False,
+                      MAX_UPLOAD_BYTES=str(1024 * 1024))
     try:
-        stack.start_api()  # no worker, no broker needed
+        stack.start_api()
         sent, answer = _chunked_upload(stack.port, total=64 * 1024 * 1024)
         assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
         # The server stopped reading near the limit (socket buffers hold a few MB more),
