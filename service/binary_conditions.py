@@ -141,7 +141,7 @@ def _arrow_columns(body: bytes, max_rows: int) -> Any:
                 rows += header[0]
         check_n(rows, max_rows, [*LOC, "rows"])
         return pa.ipc.open_stream(pa.BufferReader(body)).read_all()
-    except (pa.ArrowException, struct.error, IndexError, ValueError) as exc:
+    except (pa.ArrowException, OSError, struct.error, IndexError, ValueError) as exc:
         raise invalid(f"the body is not an Arrow IPC stream: {exc}"[:300], LOC) from None
 
 
