@@ -7,7 +7,7 @@ Each goes through the upload endpoint (in-process TestClient: 422 naming what is
 201 when only a job's spec can tell) and through the loader in a child process, which
 measures the time and the peak memory of reading them all: every one must end in a DataError
 that says what is wrong, quickly, without the memory its contents would take. The last
-tests check the findings of docs/security-uploads.md about what the readers themselves do.
+tests check the findings of docs/security.md about what the readers themselves do.
 
 Only names the loader had before issue 10 are imported at the top (DataLimits is imported
 where used), so that this suite runs against the code as it was and shows what it let in.
@@ -522,7 +522,7 @@ def test_settings_reach_the_limits() -> None:
     assert DataLimits.from_settings(Settings()) == DataLimits()  # the same defaults
 
 
-# --- what the readers themselves do (docs/security-uploads.md) --------------------------------
+# --- what the readers themselves do (docs/security.md) --------------------------------
 
 
 def test_h5py_reads_external_storage_and_links_which_is_why_they_are_refused(
