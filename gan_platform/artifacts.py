@@ -133,6 +133,26 @@ def checkpoint_key(job_id: str) -> str:
     return f"checkpoints/{job_id}/checkpoint.pt"
 
 
+SHARD_TAG = re.compile(r"^[0-9a-f]{1,32}$")
+
+
+def sampling_shard_key(job_id: str, chunk: int, tag: str) -> str:
+    """A batch sampling chunk's Parquet shard; `tag` (hex) is the claim's own, so that a
+    worker that lost its lease never writes over the file of the one that took over."""
+    if not SHARD_TAG.match(tag):
+        raise ValueError(f"bad shard tag {tag!r}")
+    return f"sampling/{job_id}/part-{chunk:05d}-{tag}.parquet"
+
+
+def sampling_conditions_key(job_id: str, tag: str, chunk: int) -> str:
+    """A chunk's conditions, copied once by the job's planner (`tag`: its claim's) when the
+    source cannot be read a row range at a time in place (CSV, HDF5, ROOT, NPZ, builtins,
+    remote files)."""
+    if not SHARD_TAG.match(tag):
+        raise ValueError(f"bad tag {tag!r}")
+    return f"sampling/{job_id}/conditions-{tag}/{chunk:05d}.parquet"
+
+
 PLOT_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
 
 

@@ -21,6 +21,7 @@ from typing import Any, Literal, cast, get_args
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Column,
     ColumnElement,
     DateTime,
@@ -127,6 +128,56 @@ datasets = Table(
     Column("created_at", DateTime, nullable=False),
 )
 
+# Batch sampling jobs (docs/how-to/batch-sampling.md): a job is planned by one worker (a
+# lease on the job row, as a training job's), which cuts its rows into chunks; each chunk is
+# claimed, leased and fenced on its own row, by any worker. Rows counts are BigInteger.
+sampling_jobs = Table(
+    "sampling_jobs",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("model_id", String(36), ForeignKey("models.id"), nullable=False, index=True),
+    Column("owner", String(255), nullable=True, index=True),
+    Column("status", String(16), nullable=False, index=True),
+    Column("request", JSON, nullable=False),  # the body as accepted (the seed chosen)
+    Column("seed", BigInteger, nullable=False),
+    Column("chunk_rows", Integer, nullable=False),
+    Column("total_rows", BigInteger, nullable=True),  # known once planned
+    Column("chunks_total", Integer, nullable=True),
+    Column("rows_done", BigInteger, nullable=False, default=0),
+    Column("chunks_done", Integer, nullable=False, default=0),
+    Column("plan", JSON, nullable=True),  # the columns and where the chunks read them
+    Column("error", Text, nullable=True),
+    Column("attempts", Integer, nullable=False, default=0),  # claims of the plan
+    Column("lease_owner", String(255), nullable=True),  # the planner's fencing token
+    Column("lease_until", DateTime, nullable=True),
+    Column("enqueued_at", DateTime, nullable=True),
+    Column("created_at", DateTime, nullable=False),
+    Column("started_at", DateTime, nullable=True),
+    Column("finished_at", DateTime, nullable=True),
+)
+
+sampling_chunks = Table(
+    "sampling_chunks",
+    metadata,
+    Column("job_id", String(36), ForeignKey("sampling_jobs.id"), primary_key=True),
+    Column("chunk", Integer, primary_key=True, autoincrement=False),
+    Column("start", BigInteger, nullable=False),
+    Column("stop", BigInteger, nullable=False),
+    Column("status", String(16), nullable=False, index=True),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("lease_owner", String(255), nullable=True),
+    Column("lease_until", DateTime, nullable=True),
+    Column("enqueued_at", DateTime, nullable=True),
+    Column("shard_key", Text, nullable=True),  # its Parquet shard in the artifact store
+    Column("shard_bytes", BigInteger, nullable=True),
+    Column("shard_sha256", String(64), nullable=True),
+    Column("done_by", String(255), nullable=True),  # the token of the claim that finished it
+    Column("seq", Integer, nullable=True),  # n-th chunk of its job to finish: the event id
+    Column("error", Text, nullable=True),
+    Column("started_at", DateTime, nullable=True),
+    Column("finished_at", DateTime, nullable=True),
+)
+
 
 def utcnow() -> datetime:
     """Naive UTC, as stored."""
@@ -189,6 +240,16 @@ class Reaped:
     requeued: list[str]  # lease expired: back to queued, to be re-sent
     failed: list[str]  # lease expired for the MAX_ATTEMPTS-th time
     cancelled: list[str]  # lease expired while cancelling
+
+
+@dataclass(frozen=True)
+class SamplingReaped:
+    """What `Records.reap_sampling` did; the caller re-sends the first two."""
+
+    plans: list[str]  # a planner's lease lapsed: the job is queued again
+    chunks: list[tuple[str, int]]  # a chunk's lease lapsed: (job id, chunk) queued again
+    failed: list[str]  # jobs failed: a lease lapsed for the MAX_ATTEMPTS-th time
+    cancelled: list[tuple[str, int]]  # chunks of a job no longer running: cancelled
 
 
 class Records:
@@ -674,3 +735,397 @@ class Records:
         with self.engine.connect() as conn:
             row = conn.execute(select(datasets).where(datasets.c.id == dataset_id)).mappings()
             return _row(row.first())
+
+    # --- batch sampling jobs: the API's side ---------------------------------------------------
+
+    def create_sampling_job(self, *, model_id: str, owner: str | None, request: dict[str, Any],
+                            seed: int, chunk_rows: int, total_rows: int | None = None,
+                            max_active: int | None = None) -> dict[str, Any]:
+        """A queued sampling job. `max_active`: QuotaExceeded when `owner` has that many
+        queued, running or cancelling sampling jobs, checked and inserted under the owner's
+        lock row (the one training submissions take), as create_job does."""
+        job_id = str(uuid.uuid4())
+        now = utcnow()
+        if max_active is not None and owner is not None:
+            self._ensure_owner_lock(owner)
+        with self._tx() as conn:
+            if max_active is not None and owner is not None:
+                conn.execute(update(owner_locks).where(owner_locks.c.owner == owner)
+                             .values(submissions=owner_locks.c.submissions + 1))
+                active = int(conn.execute(
+                    select(func.count()).select_from(sampling_jobs).where(
+                        sampling_jobs.c.owner == owner,
+                        sampling_jobs.c.status.in_(ACTIVE))).scalar_one())
+                if active >= max_active:
+                    raise QuotaExceeded(active)
+            conn.execute(insert(sampling_jobs).values(
+                id=job_id, model_id=model_id, owner=owner, status=QUEUED, request=request,
+                seed=seed, chunk_rows=chunk_rows, total_rows=total_rows, rows_done=0,
+                chunks_done=0, attempts=0, enqueued_at=now, created_at=now))
+        job = self.get_sampling_job(job_id)
+        assert job is not None
+        return job
+
+    def get_sampling_job(self, job_id: str) -> dict[str, Any] | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(sampling_jobs).where(sampling_jobs.c.id == job_id))
+            return _row(row.mappings().first())
+
+    def list_sampling_jobs(self, *, status: Sequence[str] | None = None,
+                           owner: str | None = None, limit: int = 50, offset: int = 0
+                           ) -> tuple[list[dict[str, Any]], int]:
+        """Newest first; `owner` None: every owner's."""
+        cond: list[ColumnElement[bool]] = []
+        if status:
+            cond.append(sampling_jobs.c.status.in_(list(status)))
+        if owner is not None:
+            cond.append(sampling_jobs.c.owner == owner)
+        query = select(sampling_jobs).order_by(sampling_jobs.c.created_at.desc(),
+                                               sampling_jobs.c.id)
+        count = select(func.count()).select_from(sampling_jobs)
+        if cond:
+            query, count = query.where(and_(*cond)), count.where(and_(*cond))
+        with self.engine.connect() as conn:
+            rows = [_row(r) for r in conn.execute(query.limit(limit).offset(offset)).mappings()]
+            total = int(conn.execute(count).scalar_one())
+        return [r for r in rows if r is not None], total
+
+    def sampling_chunks(self, job_id: str) -> list[dict[str, Any]]:
+        """The chunks of a sampling job, in row order."""
+        query = (select(sampling_chunks).where(sampling_chunks.c.job_id == job_id)
+                 .order_by(sampling_chunks.c.chunk))
+        with self.engine.connect() as conn:
+            return [r for r in (_row(m) for m in conn.execute(query).mappings()) if r]
+
+    def sampling_events_since(self, job_id: str, after_id: int = 0, limit: int = 1000
+                              ) -> list[dict[str, Any]]:
+        """The chunks that finished, in the order they finished, after event `after_id` (an
+        event's id is its `seq`: the n-th chunk of the job to finish), with the rows done
+        once each had finished."""
+        query = (select(sampling_chunks.c.seq, sampling_chunks.c.chunk,
+                        sampling_chunks.c.start, sampling_chunks.c.stop,
+                        sampling_chunks.c.attempts)
+                 .where(sampling_chunks.c.job_id == job_id, sampling_chunks.c.seq.is_not(None))
+                 .order_by(sampling_chunks.c.seq))
+        with self.engine.connect() as conn:
+            rows = conn.execute(query).all()
+        events: list[dict[str, Any]] = []
+        done = 0
+        for seq, chunk, start, stop, attempts in rows:
+            done += int(stop) - int(start)
+            if seq > after_id and len(events) < limit:
+                events.append({"id": int(seq), "chunk": int(chunk), "start": int(start),
+                               "stop": int(stop), "rows": int(stop) - int(start),
+                               "attempt": int(attempts), "chunks_done": int(seq),
+                               "rows_done": done})
+        return events
+
+    def mark_sampling_enqueued(self, job_id: str) -> None:
+        with self._tx() as conn:
+            conn.execute(update(sampling_jobs).where(sampling_jobs.c.id == job_id)
+                         .values(enqueued_at=utcnow()))
+
+    def request_sampling_cancel(self, job_id: str) -> dict[str, Any] | None:
+        """queued -> cancelled at once; running -> cancelling, its chunks not yet started
+        cancelled, and cancelled as soon as no chunk runs (the running ones stop at their
+        next piece). None: no such job."""
+        now = utcnow()
+        c = sampling_chunks.c
+        with self._tx() as conn:
+            conn.execute(update(sampling_jobs)
+                         .where(sampling_jobs.c.id == job_id, sampling_jobs.c.status == QUEUED)
+                         .values(status=CANCELLED, finished_at=now, **NO_LEASE))
+            moved = conn.execute(update(sampling_jobs)
+                                 .where(sampling_jobs.c.id == job_id,
+                                        sampling_jobs.c.status == RUNNING)
+                                 .values(status=CANCELLING))
+            if moved.rowcount:
+                conn.execute(update(sampling_chunks)
+                             .where(c.job_id == job_id, c.status == QUEUED)
+                             .values(status=CANCELLED, finished_at=now))
+                self._settle_sampling(conn, job_id, now)
+        return self.get_sampling_job(job_id)
+
+    def _settle_sampling(self, conn: Connection, job_id: str, now: datetime) -> None:
+        """A cancelling job with no chunk running any more (or none planned yet) ends
+        cancelled; a planner still holding it is fenced out."""
+        running = (select(sampling_chunks.c.chunk)
+                   .where(sampling_chunks.c.job_id == job_id,
+                          sampling_chunks.c.status == RUNNING).exists())
+        conn.execute(update(sampling_jobs)
+                     .where(sampling_jobs.c.id == job_id, sampling_jobs.c.status == CANCELLING,
+                            ~running)
+                     .values(status=CANCELLED, finished_at=now, **NO_LEASE))
+
+    # --- batch sampling jobs: the worker's side ------------------------------------------------
+
+    def claim_sampling_plan(self, job_id: str, token: str, lease_seconds: float,
+                            max_attempts: int) -> dict[str, Any] | None:
+        """Take a queued sampling job to plan it (or one whose planner's lease lapsed), as
+        `claim` takes a training job. None: not claimable (the message is dropped)."""
+        now = utcnow()
+        j = sampling_jobs.c
+        claimable = or_(j.status == QUEUED, and_(j.status == RUNNING, j.lease_until < now))
+        with self._tx() as conn:
+            result = conn.execute(
+                update(sampling_jobs)
+                .where(j.id == job_id, claimable, j.attempts < max_attempts,
+                       j.chunks_total.is_(None))
+                .values(status=RUNNING, lease_owner=token,
+                        lease_until=now + timedelta(seconds=lease_seconds),
+                        attempts=j.attempts + 1, started_at=func.coalesce(j.started_at, now)))
+            if result.rowcount != 1:
+                return None
+        return self.get_sampling_job(job_id)
+
+    def _plan_fenced(self, job_id: str, token: str) -> ColumnElement[bool]:
+        j = sampling_jobs.c
+        return and_(j.id == job_id, j.lease_owner == token, j.status == RUNNING)
+
+    def heartbeat_sampling_plan(self, job_id: str, token: str, lease_seconds: float) -> bool:
+        """Extend the planner's lease: False when it was lost (or the job cancelled)."""
+        with self._tx() as conn:
+            result = conn.execute(
+                update(sampling_jobs).where(self._plan_fenced(job_id, token))
+                .values(lease_until=utcnow() + timedelta(seconds=lease_seconds)))
+            return bool(result.rowcount == 1)
+
+    def plan_sampling_job(self, job_id: str, token: str, *, total_rows: int,
+                          bounds: Sequence[tuple[int, int]], plan: dict[str, Any]) -> bool:
+        """Record the plan and queue its chunks, in one transaction fenced by the planner's
+        token; the job keeps running, held by no one (its chunks are leased instead)."""
+        now = utcnow()
+        with self._tx() as conn:
+            result = conn.execute(
+                update(sampling_jobs).where(self._plan_fenced(job_id, token))
+                .values(total_rows=total_rows, chunks_total=len(bounds), plan=plan,
+                        **NO_LEASE))
+            if result.rowcount != 1:
+                return False
+            conn.execute(insert(sampling_chunks), [
+                {"job_id": job_id, "chunk": i, "start": start, "stop": stop,
+                 "status": QUEUED, "attempts": 0, "enqueued_at": now}
+                for i, (start, stop) in enumerate(bounds)])
+        return True
+
+    def fail_sampling_plan(self, job_id: str, token: str, error: str) -> bool:
+        with self._tx() as conn:
+            result = conn.execute(
+                update(sampling_jobs).where(self._plan_fenced(job_id, token))
+                .values(status=FAILED, error=error, finished_at=utcnow(), **NO_LEASE))
+            return bool(result.rowcount == 1)
+
+    def release_sampling_plan(self, job_id: str, token: str) -> bool:
+        """Give a job being planned back (worker shutting down): queued, attempt not counted."""
+        j = sampling_jobs.c
+        with self._tx() as conn:
+            result = conn.execute(
+                update(sampling_jobs).where(self._plan_fenced(job_id, token))
+                .values(status=QUEUED, attempts=j.attempts - 1, enqueued_at=utcnow(),
+                        **NO_LEASE))
+            return bool(result.rowcount == 1)
+
+    def claim_chunk(self, job_id: str, chunk: int, token: str, lease_seconds: float,
+                    max_attempts: int) -> dict[str, Any] | None:
+        """Atomically take a chunk that is queued, or running under a lapsed lease, of a job
+        that is running (not cancelling or ended). None: the message is dropped."""
+        now = utcnow()
+        c = sampling_chunks.c
+        job_running = (select(sampling_jobs.c.id)
+                       .where(sampling_jobs.c.id == job_id,
+                              sampling_jobs.c.status == RUNNING).exists())
+        claimable = or_(c.status == QUEUED, and_(c.status == RUNNING, c.lease_until < now))
+        with self._tx() as conn:
+            result = conn.execute(
+                update(sampling_chunks)
+                .where(c.job_id == job_id, c.chunk == chunk, claimable,
+                       c.attempts < max_attempts, job_running)
+                .values(status=RUNNING, lease_owner=token,
+                        lease_until=now + timedelta(seconds=lease_seconds),
+                        attempts=c.attempts + 1, started_at=func.coalesce(c.started_at, now)))
+            if result.rowcount != 1:
+                return None
+            row = conn.execute(select(sampling_chunks).where(c.job_id == job_id,
+                                                             c.chunk == chunk)).mappings()
+            return _row(row.first())
+
+    def _chunk_fenced(self, job_id: str, chunk: int, token: str) -> ColumnElement[bool]:
+        c = sampling_chunks.c
+        return and_(c.job_id == job_id, c.chunk == chunk, c.lease_owner == token,
+                    c.status == RUNNING)
+
+    def heartbeat_chunk(self, job_id: str, chunk: int, token: str,
+                        lease_seconds: float) -> str | None:
+        """Extend a chunk's lease. The job's status, or None when the lease was lost."""
+        until = utcnow() + timedelta(seconds=lease_seconds)
+        with self._tx() as conn:
+            result = conn.execute(update(sampling_chunks)
+                                  .where(self._chunk_fenced(job_id, chunk, token))
+                                  .values(lease_until=until))
+            if result.rowcount != 1:
+                return None
+            return str(conn.execute(select(sampling_jobs.c.status)
+                                    .where(sampling_jobs.c.id == job_id)).scalar_one())
+
+    def finish_chunk(self, job_id: str, chunk: int, token: str, *, shard_key: str,
+                     shard_bytes: int, shard_sha256: str) -> bool:
+        """A chunk's shard is stored: the chunk succeeded, the job's counts go up, and the
+        job succeeds with its last chunk (or ends cancelled if it was being cancelled and
+        this was its last running chunk), in one transaction fenced by the chunk's token."""
+        now = utcnow()
+        c, j = sampling_chunks.c, sampling_jobs.c
+        with self._tx() as conn:
+            result = conn.execute(
+                update(sampling_chunks).where(self._chunk_fenced(job_id, chunk, token))
+                .values(status=SUCCEEDED, shard_key=shard_key, shard_bytes=shard_bytes,
+                        shard_sha256=shard_sha256, done_by=token, finished_at=now, error=None,
+                        **NO_LEASE))
+            if result.rowcount != 1:
+                return False
+            start, stop = conn.execute(select(c.start, c.stop).where(
+                c.job_id == job_id, c.chunk == chunk)).one()
+            conn.execute(update(sampling_jobs).where(j.id == job_id).values(
+                chunks_done=j.chunks_done + 1, rows_done=j.rows_done + (stop - start)))
+            done, total = conn.execute(select(j.chunks_done, j.chunks_total)
+                                       .where(j.id == job_id)).one()
+            conn.execute(update(sampling_chunks).where(c.job_id == job_id, c.chunk == chunk)
+                         .values(seq=done))
+            if total is not None and done >= total:
+                conn.execute(update(sampling_jobs)
+                             .where(j.id == job_id, j.status.in_([RUNNING, CANCELLING]))
+                             .values(status=SUCCEEDED, finished_at=now, **NO_LEASE))
+            else:
+                self._settle_sampling(conn, job_id, now)
+        return True
+
+    def stop_chunk(self, job_id: str, chunk: int, token: str) -> bool:
+        """A chunk stopped because its job is no longer running (cancelled, failed): the
+        chunk ends cancelled, and a cancelling job with no chunk left running ends cancelled."""
+        now = utcnow()
+        with self._tx() as conn:
+            result = conn.execute(
+                update(sampling_chunks).where(self._chunk_fenced(job_id, chunk, token))
+                .values(status=CANCELLED, finished_at=now, **NO_LEASE))
+            self._settle_sampling(conn, job_id, now)
+            return bool(result.rowcount == 1)
+
+    def release_chunk(self, job_id: str, chunk: int, token: str) -> bool:
+        """Give a chunk back (worker shutting down): queued again, this attempt not counted."""
+        c = sampling_chunks.c
+        with self._tx() as conn:
+            result = conn.execute(
+                update(sampling_chunks).where(self._chunk_fenced(job_id, chunk, token))
+                .values(status=QUEUED, attempts=c.attempts - 1, enqueued_at=utcnow(),
+                        **NO_LEASE))
+            return bool(result.rowcount == 1)
+
+    def fail_chunk(self, job_id: str, chunk: int, token: str, error: str) -> bool:
+        """A chunk that cannot be done (bad data) fails, and its job with it: the job's
+        chunks not yet started are cancelled, the running ones stop at their next piece."""
+        now = utcnow()
+        with self._tx() as conn:
+            result = conn.execute(
+                update(sampling_chunks).where(self._chunk_fenced(job_id, chunk, token))
+                .values(status=FAILED, error=error, finished_at=now, **NO_LEASE))
+            if result.rowcount != 1:
+                return False
+            self._fail_sampling_job(conn, job_id, error, now)
+        return True
+
+    def _fail_sampling_job(self, conn: Connection, job_id: str, error: str,
+                           now: datetime) -> None:
+        j, c = sampling_jobs.c, sampling_chunks.c
+        conn.execute(update(sampling_jobs)
+                     .where(j.id == job_id, j.status.in_([RUNNING, CANCELLING]))
+                     .values(status=FAILED, error=error, finished_at=now, **NO_LEASE))
+        conn.execute(update(sampling_chunks).where(c.job_id == job_id, c.status == QUEUED)
+                     .values(status=CANCELLED, finished_at=now))
+
+    def reap_sampling(self, max_attempts: int) -> SamplingReaped:
+        """Planners and chunks whose worker stopped renewing its lease. A job being planned
+        goes back to queued (or fails after `max_attempts` claims); a chunk of a running job
+        goes back to queued (or fails its job after `max_attempts`); a chunk of a job that
+        is no longer running ends cancelled. Guarded UPDATEs: with several reapers at once,
+        each lapsed lease is handled by one of them."""
+        now = utcnow()
+        j, c = sampling_jobs.c, sampling_chunks.c
+        plans: list[str] = []
+        chunks: list[tuple[str, int]] = []
+        failed: list[str] = []
+        cancelled: list[tuple[str, int]] = []
+        job_expired = and_(j.lease_until.is_not(None), j.lease_until < now)
+        chunk_expired = and_(c.lease_until.is_not(None), c.lease_until < now)
+        with self.engine.connect() as conn:
+            planners = conn.execute(select(j.id, j.attempts, j.lease_owner).where(
+                j.status == RUNNING, job_expired)).all()
+            lapsed = conn.execute(
+                select(c.job_id, c.chunk, c.attempts, c.lease_owner, c.start, c.stop,
+                       j.status).join(sampling_jobs, j.id == c.job_id)
+                .where(c.status == RUNNING, chunk_expired)).all()
+        for job_id, attempts, owner in planners:
+            guard = and_(j.id == job_id, j.status == RUNNING, j.lease_owner == owner,
+                         job_expired)
+            if attempts >= max_attempts:
+                values: dict[str, Any] = {
+                    "status": FAILED, "finished_at": now,
+                    "error": f"the worker planning this job was lost {attempts} times (the "
+                             f"last one: {owner}); giving up after {max_attempts} attempts"}
+            else:
+                values = {"status": QUEUED, "enqueued_at": now}
+            with self._tx() as tx:
+                if tx.execute(update(sampling_jobs).where(guard)
+                              .values(**NO_LEASE, **values)).rowcount == 1:
+                    (failed if values["status"] == FAILED else plans).append(job_id)
+        for job_id, chunk, attempts, owner, start, stop, job_status in lapsed:
+            guard = and_(c.job_id == job_id, c.chunk == chunk, c.status == RUNNING,
+                         c.lease_owner == owner, chunk_expired)
+            with self._tx() as tx:
+                if job_status != RUNNING:
+                    if tx.execute(update(sampling_chunks).where(guard).values(
+                            status=CANCELLED, finished_at=now, **NO_LEASE)).rowcount == 1:
+                        cancelled.append((job_id, chunk))
+                    self._settle_sampling(tx, job_id, now)
+                elif attempts >= max_attempts:
+                    error = (f"the worker running chunk {chunk} (rows {start}..{stop}) was "
+                             f"lost {attempts} times (the last one: {owner}); giving up "
+                             f"after {max_attempts} attempts")
+                    if tx.execute(update(sampling_chunks).where(guard).values(
+                            status=FAILED, error=error, finished_at=now,
+                            **NO_LEASE)).rowcount == 1:
+                        self._fail_sampling_job(tx, job_id, error, now)
+                        failed.append(job_id)
+                elif tx.execute(update(sampling_chunks).where(guard).values(
+                        status=QUEUED, enqueued_at=now, **NO_LEASE)).rowcount == 1:
+                    chunks.append((job_id, chunk))
+        return SamplingReaped(plans=plans, chunks=chunks, failed=failed, cancelled=cancelled)
+
+    def stale_sampling(self, older_than_seconds: float
+                       ) -> tuple[list[str], list[tuple[str, int]]]:
+        """(sampling jobs queued, chunks of running jobs queued) with no message sent for
+        `older_than_seconds`; each is marked as re-sent now, so one of several reapers
+        re-sends it."""
+        now = utcnow()
+        threshold = now - timedelta(seconds=older_than_seconds)
+        j, c = sampling_jobs.c, sampling_chunks.c
+        with self.engine.connect() as conn:
+            job_ids = conn.execute(select(j.id).where(
+                j.status == QUEUED, j.enqueued_at < threshold)).scalars().all()
+            chunk_keys = conn.execute(
+                select(c.job_id, c.chunk).join(sampling_jobs, j.id == c.job_id)
+                .where(c.status == QUEUED, c.enqueued_at < threshold,
+                       j.status == RUNNING)).all()
+        plans: list[str] = []
+        chunks: list[tuple[str, int]] = []
+        for job_id in job_ids:
+            with self._tx() as tx:
+                if tx.execute(update(sampling_jobs).where(
+                        j.id == job_id, j.status == QUEUED, j.enqueued_at < threshold)
+                        .values(enqueued_at=now)).rowcount == 1:
+                    plans.append(job_id)
+        for job_id, chunk in chunk_keys:
+            with self._tx() as tx:
+                if tx.execute(update(sampling_chunks).where(
+                        c.job_id == job_id, c.chunk == chunk, c.status == QUEUED,
+                        c.enqueued_at < threshold).values(enqueued_at=now)).rowcount == 1:
+                    chunks.append((job_id, int(chunk)))
+        return plans, chunks

@@ -170,6 +170,22 @@ class Settings(BaseSettings):
     MAX_EVENT_STREAMS_PER_KEY: int = Field(
         20, ge=1,
         description="Open event streams (server-sent events) of one API key; beyond: 429.")
+    # Batch sampling jobs (POST /v1/models/{id}/sampling-jobs; docs/how-to/batch-sampling.md).
+    MAX_SAMPLING_JOB_ROWS: int = Field(
+        100_000_000, ge=1,
+        description="The most rows a batch sampling job may have (its `n`, or the rows of its "
+                    "conditions data set after max_rows): 422 at submit when known, else the "
+                    "job fails.")
+    MAX_SAMPLING_CHUNK_ROWS: int = Field(
+        1_048_576, ge=65_536,
+        description="The largest chunk_rows of a batch sampling job (a chunk's conditions and "
+                    "samples are in a worker's memory at once); chunk_rows is a multiple of "
+                    "65,536 rows.")
+    MAX_ACTIVE_SAMPLING_JOBS_PER_KEY: int = Field(
+        5, ge=1,
+        description="Queued + running batch sampling jobs of one API key (a quota of their "
+                    "own, apart from MAX_QUEUED_JOBS_PER_KEY), checked and inserted "
+                    "atomically; more: 429.")
     PUBLIC_DOCS: bool = Field(
         False,
         description="With API keys configured, /docs, /redoc and /openapi.json need a key (any "

@@ -13,16 +13,27 @@ import weakref
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any
+from typing import Any, Protocol
 
 from starlette.concurrency import run_in_threadpool
 
-from gan_platform.records import TERMINAL, Records
+from gan_platform.records import TERMINAL
 from service.problems import Problem
 
 POLL_SECONDS = 0.5
 KEEPALIVE_SECONDS = 15.0
 EVENTS_PER_QUERY = 1000
+
+
+class FeedSource(Protocol):
+    """What a feed polls: a job's events after an id, and the job (Records for training jobs;
+    service.sampling_jobs.SamplingFeed for batch sampling jobs)."""
+
+    def events_since(self, job_id: str, after_id: int = 0, limit: int = 1000) -> list[dict]:
+        ...
+
+    def get_job(self, job_id: str) -> dict[str, Any] | None:
+        ...
 
 
 @dataclass
@@ -38,12 +49,22 @@ class _Feed:
 
 
 class EventHub:
-    def __init__(self, records: Records, per_key: int, poll: float = POLL_SECONDS) -> None:
+    def __init__(self, records: FeedSource, per_key: int, poll: float = POLL_SECONDS,
+                 render_event: Callable[[dict[str, Any]], str] | None = None) -> None:
         self.records = records
         self.per_key = per_key
         self.poll = poll
+        self.render_event = render_event or progress_event
         self._feeds: dict[str, _Feed] = {}
         self._streams: dict[str | None, int] = {}
+
+    def sibling(self, records: FeedSource, render_event: Callable[[dict[str, Any]], str]
+                ) -> EventHub:
+        """A hub for another kind of job (its own feeds and events) whose streams count
+        against this hub's per-key cap: one MAX_EVENT_STREAMS_PER_KEY for all streams."""
+        hub = EventHub(records, self.per_key, self.poll, render_event)
+        hub._streams = self._streams
+        return hub
 
     # --- the feed: one per job ----------------------------------------------------------------
 
@@ -150,7 +171,7 @@ class EventHub:
                 for event in feed.events:
                     if event["id"] > cursor:
                         cursor = event["id"]
-                        yield progress_event(event)
+                        yield self.render_event(event)
                 job = feed.job
                 if job is None:
                     return

@@ -14,7 +14,7 @@ from gan_platform.settings import Settings, get_settings
 from service import docs, observability, problems
 from service.auth import parse_keys, require
 from service.limits import LimitsMiddleware
-from service.routers import datasets, jobs, models, objectives, oip, reports
+from service.routers import datasets, jobs, models, objectives, oip, reports, sampling_jobs
 from service.state import Services
 
 DESCRIPTION = """Train GANs on tabular, toy or image data and sample them through ONNX Runtime.
@@ -51,6 +51,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(models.owner_router, dependencies=[train])
     app.include_router(datasets.router, dependencies=[train])
     app.include_router(reports.router, dependencies=[sample])
+    # Batch sampling jobs: sampling a model, so the `sample` scope (owned like training jobs).
+    app.include_router(sampling_jobs.model_router, dependencies=[sample])
+    app.include_router(sampling_jobs.router, dependencies=[sample])
     app.include_router(objectives.router, dependencies=[train])
     # /v2: the Open Inference Protocol (KServe V2); its routes check the `sample` scope.
     app.include_router(oip.router)

@@ -13,6 +13,7 @@ from gan_platform.settings import Settings
 from service.celery_client import make_sender
 from service.events import EventHub
 from service.samples import RowsInFlight
+from service.sampling_jobs import SamplingFeed, chunk_event
 from serving.sampling import ModelCache
 
 
@@ -25,10 +26,13 @@ class Services:
     cache: ModelCache
     rows: RowsInFlight  # the sampling rows in flight (MAX_SAMPLING_ROWS_*)
     events: EventHub  # one poller per watched job for the event streams
+    # The batch sampling jobs' streams: their own feeds, the same per-key cap.
+    sampling_events: EventHub
 
     @classmethod
     def create(cls, settings: Settings) -> Services:
         records = Records(settings.DATABASE_URL)
+        events = EventHub(records, per_key=settings.MAX_EVENT_STREAMS_PER_KEY)
         return cls(
             settings=settings,
             records=records,
@@ -37,7 +41,8 @@ class Services:
             cache=ModelCache(settings.MODEL_CACHE_SIZE),
             rows=RowsInFlight(settings.MAX_SAMPLING_ROWS_IN_FLIGHT,
                               settings.MAX_SAMPLING_ROWS_PER_KEY),
-            events=EventHub(records, per_key=settings.MAX_EVENT_STREAMS_PER_KEY),
+            events=events,
+            sampling_events=events.sibling(SamplingFeed(records), chunk_event),
         )
 
     def close(self) -> None:

@@ -49,12 +49,18 @@ def reap_once(records: Records, settings: Settings, app: Celery,
     # Queued jobs whose message was lost (Redis restarted without persistence): re-send the
     # ones older than REQUEUE_AFTER_SECONDS, but only while the broker queue is empty; a
     # non-empty queue may still hold their messages behind others.
-    if broker_queue_size(app, settings.TASK_QUEUE) == 0:
+    queue_empty = broker_queue_size(app, settings.TASK_QUEUE) == 0
+    if queue_empty:
         for job_id in records.stale_queued(settings.REQUEUE_AFTER_SECONDS):
             log.warning("job %s queued with no message in the broker; re-sending", job_id)
             send(job_id)
             resent.append(job_id)
-    return {"resent": resent, "failed": reaped.failed, "cancelled": reaped.cancelled}
+    # Batch sampling jobs: their plans and chunks, by the same rules (worker/sampling.py).
+    from worker.sampling import reap as reap_sampling
+
+    sampling = reap_sampling(records, settings, app, queue_empty)
+    return {"resent": resent, "failed": reaped.failed, "cancelled": reaped.cancelled,
+            **sampling}
 
 
 class Reaper(threading.Thread):

@@ -30,6 +30,28 @@ def train(job_id: str) -> str:
     return runner.run(runner.context(resend), job_id)
 
 
+def _send_chunk(job_id: str, chunk: int) -> None:
+    from worker import sampling
+
+    sampling.send_chunk(app, job_id, chunk)
+
+
+@app.task(name="sampling_plan", acks_late=True, reject_on_worker_lost=True, ignore_result=True)
+def sampling_plan(job_id: str) -> str:
+    """Plan batch sampling job `job_id` and queue its chunks (worker/sampling.py)."""
+    from worker import sampling
+
+    return sampling.plan(runner.context(resend), job_id, _send_chunk)
+
+
+@app.task(name="sample_chunk", acks_late=True, reject_on_worker_lost=True, ignore_result=True)
+def sample_chunk(job_id: str, chunk: int) -> str:
+    """Sample one chunk of batch sampling job `job_id` if this worker can claim it."""
+    from worker import sampling
+
+    return sampling.run_chunk(runner.context(resend), job_id, chunk, _send_chunk)
+
+
 @signals.after_setup_logger.connect
 def _json_logs(logger: logging.Logger, **_: Any) -> None:
     """LOG_FORMAT=json: one JSON object a line, with the job id (service/logs.py)."""
