@@ -42,7 +42,7 @@ def test_generator_reproduces_the_signal_law_of_a_signed_weighted_sample(regress
         "architecture": {"name": "mlp", "latent_dim": 4, "generator": {"width": 32, "depth": 2},
                          "critic": {"width": 32, "depth": 2, "activation": "leaky_relu"}},
         "dataset": {"uri": "builtin://test", "preprocessing": "none", "regress_weights": regress},
-        "training": {"steps": 1500, "batch_size": 256, "lr_g": 5e-4, "lr_d": 5e-4,
+        "training": {"steps": 1500, "batch_size": 256, "lr_g": 5e-4, "lr_d": 5e-4, "n_critic": 2,
                      "device": "cpu", "validate_every": 0,
                      "log_every": 100, "seed": 0},
     })
