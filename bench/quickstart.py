@@ -33,7 +33,8 @@ def main() -> None:
     steps = int(sys.argv[1]) if len(sys.argv) > 1 else 1200
     spec = JobSpec.model_validate({"objective": "wgan-gp",
                                    "dataset": {"uri": "builtin://8gaussians"},
-                                   "training": {"steps": steps, "log_every": 100}})
+                                   "training": {"steps": steps, "n_critic": 2,
+                                                "log_every": 100}})
     tic = time.perf_counter()
     result = run_job(spec, Path(tempfile.mkdtemp()))
     seconds = time.perf_counter() - tic

@@ -3,9 +3,9 @@ job from a minimal spec (objective, data set, steps, seed: every other setting i
 objective's "default" recipe) and measured by the suite's own code. Slow: each trains for
 minutes on one CPU thread; `make test` runs them two at a time.
 
-Each threshold is the issue's target where one is set and met (the ring: 8/8 modes, >= 95%
-high-quality; the Lamarr-like toy: classifier AUC <= 0.55), otherwise a guard set from the
-measured rows of docs/quality.md (the sWeighted toy misses its target of 0.53).
+Each threshold is the issue's target where one is set (the ring: 8/8 modes, >= 95%
+high-quality; the Lamarr-like toy: classifier AUC <= 0.55; the sWeighted toy: AUC within 0.03
+of 0.5), otherwise a guard set from the measured rows of docs/quality.md.
 
 The conditional ring's check is itself tested, quickly, on fake generators whose samples are
 known (the truth, the centre, too wide, off centre): it must pass the first and fail the others.
@@ -63,13 +63,12 @@ def test_default_recipe_learns_the_lamarr_like_toy():
 @training
 def test_sweighted_training_learns_the_pure_signal_law():
     # Trained on signal + background with sPlot weights (regressed, the default for signed
-    # weights); compared with fresh pure-signal rows. The target is 0.53; this row
-    # measured 0.531, and the same generator trained on the pure-signal rows alone 0.528
-    # (docs/quality.md): 0.54 guards against a regression (ignoring the weights gives 0.72).
+    # weights); compared with fresh pure-signal rows: within 0.03 of 0.5 (the target;
+    # measured 0.496, docs/quality.md; ignoring the weights gives 0.72).
     row = quality_bench().run_case("splot", "wgan-gp", seed=1, steps=STEPS)
     print(row)
     assert row["status"] == "ok", row
-    assert row["metrics"]["c2st_auc"] <= 0.54, row
+    assert abs(row["metrics"]["c2st_auc"] - 0.5) <= 0.03, row
 
 
 def assert_conditional_ring_ok(metrics: dict) -> None:

@@ -17,7 +17,7 @@ def test_minimal_spec_takes_the_validated_default_recipe():
     spec = JobSpec.model_validate(MINIMAL)
     t = spec.training
     assert t.recipe == "default"
-    assert (t.optimizer, t.lr_g, t.lr_d, t.betas, t.n_critic) == ("adam", 1e-3, 1e-3, (0.0, 0.9), 2)
+    assert (t.optimizer, t.lr_g, t.lr_d, t.betas, t.n_critic) == ("adam", 1e-3, 1e-3, (0.0, 0.9), 5)
     assert (t.batch_size, t.lr_schedule, t.ema) == (1024, "linear", 0.99)
     assert spec.objective.gp_lambda == 1.0 and spec.objective.one_sided is False
     assert spec.dataset.preprocessing == "standard"

@@ -108,7 +108,7 @@ def test_submit_get_list(client: TestClient) -> None:
     assert job["status"] == "queued"
     assert job["progress"] == {"step": 0, "total_steps": 60, "losses": {}, "metrics": {}}
     # the stored spec is the resolved one: the paper's defaults filled in
-    assert job["spec"]["training"]["n_critic"] == 2 and job["spec"]["training"]["lr_g"] == 1e-3
+    assert job["spec"]["training"]["n_critic"] == 5 and job["spec"]["training"]["lr_g"] == 1e-3
     got = client.get(f"/v1/jobs/{job['id']}").json()
     assert got["id"] == job["id"] and got["spec"] == job["spec"]
     for key in ("error", "model_id", "created_at", "started_at", "finished_at"):
