@@ -186,6 +186,11 @@ class Settings(BaseSettings):
         description="Queued + running batch sampling jobs of one API key (a quota of their "
                     "own, apart from MAX_QUEUED_JOBS_PER_KEY), checked and inserted "
                     "atomically; more: 429.")
+    API_THREADS: int = Field(
+        8, ge=1, le=1000,
+        description="Threads of the API process for blocking work (sampling, the database); "
+                    "requests beyond wait their turn without a thread. Few keep the event loop "
+                    "and /healthz responsive under load (anyio's default is 40).")
     PUBLIC_DOCS: bool = Field(
         False,
         description="With API keys configured, /docs, /redoc and /openapi.json need a key (any "

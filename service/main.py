@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import anyio.to_thread
 from fastapi import Depends, FastAPI
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
@@ -31,6 +32,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # A malformed API_KEYS entry (a plain key instead of its SHA-256, an unknown scope)
         # stops the start-up here with its reason, instead of failing every request later.
         parse_keys(conf.API_KEYS)
+        # Few worker threads: each runnable thread queues for the GIL before the event loop
+        # does, so 40 busy threads (anyio's default) kept /healthz waiting for seconds; the
+        # requests beyond these wait on the limiter instead, without holding a thread.
+        anyio.to_thread.current_default_thread_limiter().total_tokens = conf.API_THREADS
         services = await run_in_threadpool(Services.create, conf)
         app.state.services = services
         try:

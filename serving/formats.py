@@ -79,7 +79,9 @@ def csv_safe(name: str) -> str:
     return "'" + name if name.startswith(_FORMULA_START) else name
 
 
-STREAM_ROWS = 16_384  # rows encoded per piece of a streamed answer
+# Rows encoded per piece of a streamed answer: small enough that one piece holds the GIL for
+# a few milliseconds only (the API's event loop and health checks wait for it).
+STREAM_ROWS = 8192
 
 
 def encode_chunks(samples: np.ndarray, columns: Sequence[str], fmt: str,

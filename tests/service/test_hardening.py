@@ -156,6 +156,22 @@ def test_rows_in_flight_refuse_at_once() -> None:
     rows.release(1000, "d")
 
 
+def test_small_requests_are_never_locked_out_by_large_ones() -> None:
+    rows = RowsInFlight(total=4_000_000, per_key=2_000_000)
+    rows.acquire(1_000_000, "a")
+    rows.acquire(1_000_000, "a")
+    with pytest.raises(Problem):
+        rows.acquire(100_000, "a")  # large: the key's bound holds
+    for _ in range(100):
+        rows.acquire(1000, "a")  # small: admitted, and counted
+    assert rows.used == 2_100_000
+    for _ in range(100):
+        rows.release(1000, "a")
+    rows.release(1_000_000, "a")
+    rows.release(1_000_000, "a")
+    assert rows.used == 0
+
+
 def test_sampling_stops_at_its_deadline(tmp_path: Path) -> None:
     model = load_model(make_linear_onnx(tmp_path / "d.onnx"))
     with pytest.raises(SamplingTimeout):
