@@ -18,6 +18,7 @@ import io
 import signal
 import threading
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -112,6 +113,17 @@ def test_cancel_mid_way(live_stack: type[LiveStack], tmp_path: Path) -> None:
         read_sse(stack.client, f"{url}/events", timeout=120, headers=ALICE)))
     reader.start()
     wait(stack, job_id, lambda j: j["progress"]["chunks_done"] >= 2)
+    # Cancel while a chunk is in its first piece (claimed under 0.3 s ago: a chunk reads its
+    # job's status before its second piece), so that one chunk is stopped mid-way.
+    deadline = time.monotonic() + 60
+    while True:
+        now = datetime.now(UTC)
+        fresh = [c for c in chunks(db, job_id) if c["status"] == "running"
+                 and now - c["started_at"] < timedelta(seconds=0.3)]
+        if fresh:
+            break
+        assert time.monotonic() < deadline, stack.logs()
+        time.sleep(0.02)
     r = stack.client.post(f"{url}/cancel", headers=ALICE)
     assert r.status_code in (200, 202), r.text
     job = wait(stack, job_id, lambda j: j["status"] in ("cancelled", "succeeded", "failed"))
@@ -123,6 +135,7 @@ def test_cancel_mid_way(live_stack: type[LiveStack], tmp_path: Path) -> None:
     never_run = [s for s in states if s == ("cancelled", 0)]
     assert 2 <= len(done) <= 5 and len(never_run) >= 2, states
     assert {s for s, _ in states} <= {"succeeded", "cancelled"}, states
+    assert states[fresh[0]["chunk"]] == ("cancelled", 1), states  # stopped at its next piece
     assert job["progress"]["rows_done"] == sum(c["stop"] - c["start"] for c in rows
                                                if c["status"] == "succeeded")
     assert stack.client.get(f"{url}/result", headers=ALICE).status_code == 409
