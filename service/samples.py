@@ -211,6 +211,11 @@ def samples_response(samples: np.ndarray, model: LoadedModel, model_id: str, see
                "X-Rows": str(samples.shape[0])}
     if fmt in ("npy", "arrow"):
         headers["Content-Disposition"] = f'attachment; filename="samples.{fmt}"'
+    if fmt == "json" and not np.isfinite(samples).all():
+        release()  # before a stream starts: a stream cannot turn into an error half-way
+        raise invalid("the generator produced non-finite values (NaN or infinity), which "
+                      "JSON cannot carry; ask for format=npy or arrow to see them",
+                      ["query", "format"])
     if len(samples) > STREAM_ROWS and fmt in ("json", "csv"):
         def pieces() -> Iterator[bytes]:
             try:

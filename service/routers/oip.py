@@ -14,6 +14,7 @@ import logging
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Annotated, Any
 
+import orjson
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -36,6 +37,8 @@ from service.oip.core import (
 )
 from service.problems import Problem
 from service.state import Services
+from serving.formats import json_numbers
+from serving.sampling import SamplingError
 
 log = logging.getLogger("service.oip")
 
@@ -320,14 +323,18 @@ def encode_infer(result: InferResult, binary_default: bool) -> Response:
             entry["parameters"] = {"binary_data_size": len(blob)}
             blobs.append(blob)
         else:
-            entry["data"] = output.data.astype(float).reshape(-1).tolist()
+            try:
+                entry["data"] = orjson.Fragment(json_numbers(output.data.reshape(-1)))
+            except SamplingError as exc:
+                raise bad_request(f"output {output.name}: {exc}; ask for it as binary data "
+                                  "(parameters.binary_data: true)") from exc
         outputs.append(entry)
     doc: dict[str, Any] = {"model_name": result.model_name,
                            "model_version": result.model_version,
                            "parameters": result.parameters, "outputs": outputs}
     if result.id:
         doc["id"] = result.id
-    head = json.dumps(doc, separators=(",", ":"), allow_nan=False).encode()
+    head = orjson.dumps(doc)
     if not blobs:
         return Response(head, media_type="application/json")
     return Response(b"".join([head, *blobs]), media_type=BINARY,
