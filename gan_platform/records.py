@@ -34,6 +34,7 @@ from sqlalchemy import (
     Table,
     Text,
     and_,
+    bindparam,
     create_engine,
     event,
     func,
@@ -670,10 +671,13 @@ class Records:
 
     # A model belongs to the owner of the job that made it (`owner` in the rows below).
     _models_with_owner = select(models, jobs.c.owner).join(jobs, models.c.job_id == jobs.c.id)
+    # Built once: every sampling request reads its model, and building the statement anew
+    # was a fifth of the API's time for a one-row request.
+    _model_by_id = _models_with_owner.where(models.c.id == bindparam("model_id"))
 
     def get_model(self, model_id: str) -> dict[str, Any] | None:
         with self.engine.connect() as conn:
-            row = conn.execute(self._models_with_owner.where(models.c.id == model_id))
+            row = conn.execute(self._model_by_id, {"model_id": model_id})
             return _row(row.mappings().first())
 
     def list_models(self, *, visible_to: str | None = None, everyone: bool = True,

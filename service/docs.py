@@ -13,7 +13,7 @@ from fastapi.security import HTTPAuthorizationCredentials
 from service.auth import Principal, authenticate, bearer
 
 
-def docs_reader(
+async def docs_reader(
     request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
 ) -> Principal | None:

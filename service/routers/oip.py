@@ -81,7 +81,7 @@ router = APIRouter(prefix="/v2", tags=[TAG], route_class=OipRoute)
 Caller = Annotated[Principal, Depends(require("sample"))]
 
 
-def protocol(services: ServicesDep) -> Protocol:
+async def protocol(services: ServicesDep) -> Protocol:
     return Protocol(services)
 
 
