@@ -15,7 +15,8 @@ import json
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Generator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -176,6 +177,31 @@ def draw_noise(seed: int, n: int, latent_dim: int) -> np.ndarray:
     return np.random.default_rng(seed).standard_normal((n, latent_dim), dtype=np.float32)
 
 
+# Draws the next chunk's noise while ONNX Runtime runs the current one (numpy's generators
+# release the GIL while they fill an array). Shared by all requests: one draw in flight each.
+_NOISE_THREADS = ThreadPoolExecutor(max_workers=2, thread_name_prefix="noise")
+
+
+def noise_chunks(seed: int, n: int, latent_dim: int, rows: int
+                 ) -> Generator[np.ndarray, None, None]:
+    """draw_noise(seed, n, latent_dim) in consecutive pieces of `rows` rows, the same
+    numbers (one generator, drawn in order), each piece drawn while the previous is used."""
+    rng = np.random.default_rng(seed)
+
+    def piece(start: int) -> np.ndarray:
+        return rng.standard_normal((min(rows, n - start), latent_dim), dtype=np.float32)
+
+    if n <= rows:
+        yield piece(0)
+        return
+    ahead = _NOISE_THREADS.submit(piece, 0)
+    for start in range(0, n, rows):
+        z = ahead.result()
+        if start + rows < n:
+            ahead = _NOISE_THREADS.submit(piece, start + rows)
+        yield z
+
+
 def sample(
     model: LoadedModel, n: int, seed: int, conditions: np.ndarray | None = None,
     deadline: float | None = None,
@@ -204,13 +230,14 @@ def sample(
                 if np.any((codes != np.round(codes)) | (codes < 0) | (codes > k - 1)):
                     raise SamplingError(f"condition {name!r} is categorical: its column holds "
                                         f"the codes 0..{k - 1} of its categories")
-    z = draw_noise(seed, n, model.latent_dim)
     out = np.empty((n, len(model.feature_names)), dtype=np.float32)
-    for start in range(0, n, CHUNK_ROWS):
+    noise = noise_chunks(seed, n, model.latent_dim, CHUNK_ROWS)
+    for start, z in zip(range(0, n, CHUNK_ROWS), noise, strict=True):
         if deadline is not None and time.monotonic() > deadline:
+            noise.close()
             raise SamplingTimeout(f"stopped after {start} of {n} rows: the time limit passed")
         stop = min(start + CHUNK_ROWS, n)
-        feeds = {model.input_names[0]: z[start:stop]}
+        feeds = {model.input_names[0]: z}
         if c:
             assert conditions is not None
             feeds[model.input_names[1]] = conditions[start:stop]

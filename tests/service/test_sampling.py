@@ -22,6 +22,16 @@ def test_chunked_noise_equals_one_draw(tmp_path: Path, monkeypatch: pytest.Monke
     assert np.array_equal(whole, sampling.draw_noise(5, 1000, 2))  # identity weights
 
 
+@pytest.mark.parametrize(("n", "rows"), [(1, 4), (10, 10), (11, 10), (1000, 7), (64, 1)])
+def test_noise_drawn_ahead_in_pieces_is_the_one_draw(n: int, rows: int) -> None:
+    pieces = list(sampling.noise_chunks(3, n, 5, rows))
+    assert [len(p) for p in pieces] == [min(rows, n - s) for s in range(0, n, rows)]
+    assert np.array_equal(np.concatenate(pieces), sampling.draw_noise(3, n, 5))
+    abandoned = sampling.noise_chunks(3, n, 5, rows)
+    assert np.array_equal(next(abandoned), pieces[0])
+    abandoned.close()  # a request stopped half-way: its draw ahead is dropped
+
+
 def test_session_cache_is_lru(tmp_path: Path) -> None:
     cache = sampling.ModelCache(size=2)
     paths = [make_linear_onnx(tmp_path / f"g{i}.onnx") for i in range(3)]
