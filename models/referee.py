@@ -45,17 +45,19 @@ class Referee:
         x = x.reshape(len(x), -1)
         return self.net(torch.cat([a, x], 1) if a is not None else x).squeeze(1)
 
-    def update(self, real: Tensor, fake: Tensor, cond: Tensor | None, w: Tensor | None) -> float:
-        """One step of binary cross-entropy: real -> 1, generated -> 0. Returns the loss."""
+    def update(self, real: Tensor, fake: Tensor, cond: Tensor | None, w: Tensor | None) -> Tensor:
+        """One step of binary cross-entropy: real -> 1, generated -> 0. Returns the loss, a
+        detached tensor: no device-to-host copy each step (a sync on a GPU)."""
         fake = fake.detach()
         logits = torch.cat([self._logits(real, cond), self._logits(fake, cond)])
-        target = torch.cat([torch.ones(len(real)), torch.zeros(len(fake))]).to(logits.device)
+        target = torch.cat([torch.ones(len(real), device=logits.device),
+                            torch.zeros(len(fake), device=logits.device)])
         weight = torch.cat([w, w]) if w is not None else None
         loss = nn.functional.binary_cross_entropy_with_logits(logits, target, weight=weight)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         self.opt.step()
-        return float(loss.item())
+        return loss.detach()
 
     @torch.no_grad()
     def auc(self, generator: nn.Module, x_all: Tensor, a_all: Tensor | None, n: int,

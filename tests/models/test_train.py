@@ -4,6 +4,8 @@ cancellation, weights and clipping behave as promised."""
 from __future__ import annotations
 
 import math
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -394,3 +396,30 @@ def test_signed_weights_are_regressed_by_default_and_kept_when_asked():
 def test_ipm_losses_train_with_negative_weights(name):
     trained = train(as_given(small_spec({"name": name})), toy_data(True, weights="signed"))
     assert all(np.isfinite(v) for p in trained.history for v in p.losses.values())
+
+
+@pytest.mark.parametrize("objective", [{"name": "nsgan"}, {"name": "wgan-gp"},
+                                       {"name": "cramer", "feature_dim": 8}])
+def test_no_host_copy_between_progress_reports(monkeypatch, objective):
+    """A step copies nothing to the host (on a GPU each copy is a sync): the losses, the logs
+    and the referee's loss stay tensors until a progress report reads them."""
+    reads: list[str] = []
+    torch_dir = str(Path(torch.__file__).parent)
+    for name in ("item", "__float__", "tolist", "numpy", "__bool__"):
+        original = getattr(torch.Tensor, name)
+
+        def counted(self, *args, _original=original, **kwargs):  # type: ignore[no-untyped-def]
+            caller = sys._getframe(1).f_code.co_filename
+            # torch's own reads (Adam's step count, a CPU scalar on every device) are not ours
+            if not caller.startswith(torch_dir):
+                reads.append(f"{caller}:{sys._getframe(1).f_lineno}")
+            return _original(self, *args, **kwargs)
+        monkeypatch.setattr(torch.Tensor, name, counted)
+    steps, log_every = 120, 60
+    spec = small_spec(objective, steps=steps, log_every=log_every, referee_every=1000,
+                      validate_every=0, n_critic=2, ema=0.9)
+    reports: list[Progress] = []
+    train(spec, toy_data(conditional=True), on_progress=reports.append)
+    assert [p.step for p in reports] == [60, 120]
+    per_report = 2 + 8  # the two losses and the loss logs; the referee's AUC at the end
+    assert len(reads) < 2 * per_report + 10, reads  # setup reads a few; a step none
