@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 TORCH_PIN ?= torch==2.13.0
 PYTEST_ARGS ?=
 
-.PHONY: run test lint services compose-tools venv clean grpc-stubs
+.PHONY: bench run test lint services compose-tools venv clean grpc-stubs
 
 venv: $(STAMP)
 
@@ -44,6 +44,17 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/lint-imports
 	$(VENV)/bin/mypy
+
+# The benchmarks, each against a baseline measured in the same run (about 15 minutes on 2
+# quiet cores), then bench/RESULTS.md and bench/RESULTS.json from their JSON under bench/out/.
+bench: $(STAMP) services
+	mkdir -p bench/out
+	$(PY) bench/kernel.py --json bench/out/kernel.json
+	$(PY) bench/protocols.py --json bench/out/protocols.json
+	$(PY) bench/concurrency.py --json bench/out/concurrency.json
+	$(PY) bench/trainer.py --json bench/out/trainer.json
+	$(PY) bench/load.py --json bench/out/load.json
+	$(PY) bench/results.py
 
 # The gRPC stubs of the Open Inference Protocol (committed; remake them after editing the proto).
 grpc-stubs: $(STAMP)

@@ -259,6 +259,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-requests", type=int, default=500_000)
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--out", default=str(ROOT / "bench" / "out"))
+    p.add_argument("--json", help="write the report here (default: a dated file under --out)")
     args = p.parse_args(argv)
     if args.duration > 600 or args.clients > 500:
         p.error("bounded: --duration at most 600 s, --clients at most 500")
@@ -299,7 +300,7 @@ def main(argv: list[str] | None = None) -> int:
             service.stop()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    path = out / f"load-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    path = Path(args.json) if args.json else out / f"load-{time.strftime('%Y%m%d-%H%M%S')}.json"
     path.write_text(json.dumps(report, indent=2))
     print(f"load test: {report['clients']} sampling clients + 1 submitter for "
           f"{report['duration_s']} s against {report['url']}")

@@ -1,12 +1,15 @@
-"""Sampling through the protocols against the in-process sampler, in one run on one machine:
-gRPC ModelInfer (tritonclient.grpc), the binary POST /v1/models/{id}/samples (an npy body,
-an npy answer) and the REST Open Inference Protocol infer with binary tensors, at n = 1 and
-n = 10^6 rows, one client at a time. Prints rows/s and the ratio to
+"""Sampling through every route against the in-process sampler, in one run on one machine:
+gRPC ModelInfer (tritonclient.grpc); POST /v1/models/{id}/samples with an npy body of
+conditions, answered as npy, Arrow or JSON; the REST Open Inference Protocol infer with
+binary tensors; GET /v1/models/{id}/samples (one condition row for all n) as npy, Arrow or
+JSON; at n = 1, 1k, 100k and 10^6 rows (--sizes), one client at a time. Every way is first
+checked to give the in-process sampler's rows. Prints rows/s and the ratio to
 serving.sampling.sample on the same model (n = 1: from the median latency of
---latency-calls calls; n = 10^6: the best of --repeats), and the n = 1 latency p50/p99.
-Asserts nothing.
+--latency-calls calls, with p50/p99; larger n: the best of --repeats). JSON answers only up
+to 100k rows. Asserts nothing.
 
-    .venv/bin/python bench/protocols.py [--repeats 5] [--latency-calls 200] [--rows 1000000]
+    .venv/bin/python bench/protocols.py [--repeats 5] [--latency-calls 200]
+        [--sizes 1 1000 100000 1000000] [--json out.json]
 
 The generator is an exported MLP (latent 16, 3 x 256, 4 conditions, 4 features), exported in
 a child process (this one never loads torch); the API (uvicorn) and the gRPC server run as
@@ -96,6 +99,20 @@ def wait(check: Callable[[], bool], proc: subprocess.Popen[bytes], log: Path) ->
         time.sleep(0.2)
 
 
+JSON_ROWS = 100_000  # JSON answers above this: minutes of client-side parsing, left out
+
+
+def decode(content: bytes, fmt: str) -> np.ndarray:
+    if fmt == "npy":
+        return np.load(io.BytesIO(content), allow_pickle=False)
+    if fmt == "arrow":
+        import pyarrow as pa
+
+        table = pa.ipc.open_stream(content).read_all()
+        return np.column_stack([c.to_numpy() for c in table.columns]).astype(np.float32)
+    return np.asarray(json.loads(content)["data"], dtype=np.float32)
+
+
 def best_rate(fn: Callable[[], object], n: int, repeats: int) -> float:
     times = []
     for _ in range(repeats):
@@ -118,7 +135,8 @@ def latencies(fn: Callable[[], object], calls: int) -> tuple[float, float]:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--rows", type=int, default=1_000_000)
+    ap.add_argument("--sizes", type=int, nargs="+", default=[1, 1000, 100_000, 1_000_000])
+    ap.add_argument("--json", type=Path, help="write the results here")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--latency-calls", type=int, default=200)
     ap.add_argument("--export-to", type=Path, help=argparse.SUPPRESS)
@@ -139,7 +157,7 @@ def main() -> None:
         api_port, grpc_port = free_port(), free_port()
         env = {**os.environ, "DATABASE_URL": database_url, "ARTIFACT_ROOT": artifacts,
                "WORK_ROOT": str(tmp / "work"), "DATA_ROOTS": str(tmp), "GRPC_PORT": str(grpc_port),
-               "MAX_SAMPLES_PER_REQUEST": str(max(args.rows, 1)), "LOG_LEVEL": "WARNING",
+               "MAX_SAMPLES_PER_REQUEST": str(max(args.sizes)), "LOG_LEVEL": "WARNING",
                "PYTHONPATH": str(ROOT)}
         env.pop("REDIS_URL", None)
         env.pop("API_KEYS", None)
@@ -207,11 +225,40 @@ def main() -> None:
                     cut = int(r.headers["Inference-Header-Content-Length"])
                     return np.frombuffer(r.content[cut:], "<f4").reshape(n, -1)
 
+                one_row = conditions[:1]
+                query = {"n": n, "seed": 5, **{c: float(one_row[0, i])
+                                               for i, c in enumerate(CONDITIONS)}}
+                expected_get = sample(model, n, 5, np.repeat(one_row, n, axis=0))
+
+                def get_as(fmt: str) -> Callable[[], np.ndarray]:
+                    def get() -> np.ndarray:
+                        r = http.get(f"/v1/models/{model_id}/samples",
+                                     params={**query, "format": fmt})
+                        r.raise_for_status()
+                        return decode(r.content, fmt)
+                    return get
+
+                def post_as(fmt: str) -> Callable[[], np.ndarray]:
+                    def post() -> np.ndarray:
+                        r = http.post(f"/v1/models/{model_id}/samples", content=body,
+                                      params={"seed": 5, "format": fmt},
+                                      headers={"content-type": "application/x-npy"})
+                        r.raise_for_status()
+                        return decode(r.content, fmt)
+                    return post
+
                 ways = {"in-process sampler": in_process, "gRPC ModelInfer": grpc_infer,
                         "binary POST /v1 samples (npy)": binary_post,
-                        "REST /v2 infer (binary)": rest_infer}
+                        "binary POST /v1 samples (arrow)": post_as("arrow"),
+                        "REST /v2 infer (binary)": rest_infer,
+                        "GET /v1 samples (npy)": get_as("npy"),
+                        "GET /v1 samples (arrow)": get_as("arrow"),
+                        "GET /v1 samples (json)": get_as("json")}
+                if n <= JSON_ROWS:
+                    ways["binary POST /v1 samples (json)"] = post_as("json")
                 for name, fn in ways.items():
-                    assert np.array_equal(fn(), expected), name  # the same rows
+                    want = expected_get if name.startswith("GET") else expected
+                    assert np.array_equal(fn(), want), name  # the same rows
                 # n = 1: rows/s from the median of many calls (one call is noise); large n:
                 # the best of `repeats` calls.
                 rates: dict[str, float] = {}
@@ -229,7 +276,7 @@ def main() -> None:
                                                  "ratio_to_in_process": round(rate / base, 4),
                                                  **extra.get(name, {})}
 
-            for n in (1, args.rows):
+            for n in args.sizes:
                 measure(n)
             grpc.close()
             http.close()
@@ -238,9 +285,17 @@ def main() -> None:
                 proc.terminate()
             for proc in procs:
                 proc.wait(20)
-    print(json.dumps({"rows": args.rows, "repeats": args.repeats,
-                      "latency_calls": args.latency_calls, "cpus": os.cpu_count(),
-                      "results": results}, indent=1))
+    out = {"bench": "protocols", "date": time.strftime("%Y-%m-%d"), "sizes": args.sizes,
+           "repeats": args.repeats, "latency_calls": args.latency_calls,
+           "cpus": os.cpu_count(), "results": results,
+           "target": "binary HTTP and gRPC at 10^6 rows >= 0.8x the in-process sampler"}
+    if args.json:
+        args.json.write_text(json.dumps(out, indent=2))
+    for key, row in results.items():
+        latency = (f"  p50 {row['p50_ms']} ms  p99 {row['p99_ms']} ms" if "p50_ms" in row
+                   else "")
+        print(f"{key:45s} {row['rows_per_s']:>12,d} rows/s  "
+              f"{row['ratio_to_in_process']:.3f}x{latency}")
 
 
 if __name__ == "__main__":
