@@ -19,6 +19,8 @@ def test_chunked_noise_equals_one_draw(tmp_path: Path, monkeypatch: pytest.Monke
     monkeypatch.setattr(sampling, "CHUNK_ROWS", 7)
     chunked = sampling.sample(model, 1000, seed=5)
     assert np.array_equal(whole, chunked)
+    monkeypatch.setattr(sampling, "CPU_RUN_ROWS", 3)  # calls smaller than the noise pieces
+    assert np.array_equal(whole, sampling.sample(model, 1000, seed=5))
     assert np.array_equal(whole, sampling.draw_noise(5, 1000, 2))  # identity weights
 
 
