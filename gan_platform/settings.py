@@ -187,10 +187,12 @@ class Settings(BaseSettings):
                     "own, apart from MAX_QUEUED_JOBS_PER_KEY), checked and inserted "
                     "atomically; more: 429.")
     API_THREADS: int = Field(
-        8, ge=1, le=1000,
+        4, ge=1, le=1000,
         description="Threads of the API process for blocking work (sampling, the database); "
                     "requests beyond wait their turn without a thread. Few keep the event loop "
-                    "and /healthz responsive under load (anyio's default is 40).")
+                    "and /healthz responsive under load (anyio's default is 40): runnable "
+                    "threads queue for the GIL. At 50 clients asking one row each, 4 threads "
+                    "gave p99 63 ms, 8 gave 108 ms, 16 gave 151 ms (bench/concurrency.py).")
     PUBLIC_DOCS: bool = Field(
         False,
         description="With API keys configured, /docs, /redoc and /openapi.json need a key (any "
