@@ -92,18 +92,31 @@ def trainer_section(r: dict[str, Any]) -> tuple[list[str], list[str]]:
     lines = [f"{r['width']} x {r['depth']} MLPs, batch {r['batch']}, {r['steps']} steps, "
              f"{r['threads']} thread(s), {r['device']}, torch {r['torch']}.", "",
              "| objective | critic steps | bare loop steps/s | ours steps/s | ours / bare (time) "
-             "| ours + referee steps/s | ours + referee / bare |",
-             "|---|---:|---:|---:|---:|---:|---:|"]
+             "| ours + referee steps/s | ours + referee / bare | bare loop, torch.compile |",
+             "|---|---:|---:|---:|---:|---:|---:|---|"]
     targets = []
     for row in r["rows"]:
         lines.append(f"| {row['objective']} | {row['n_critic']} | {row['bare_steps_per_s']} | "
                      f"{row['ours_steps_per_s']} | {row['time_ratio']:.2f} | "
                      f"{row.get('ours_with_referee_steps_per_s', '')} | "
-                     f"{row.get('time_ratio_with_referee', '')} |")
+                     f"{row.get('time_ratio_with_referee', '')} | "
+                     f"{_compiled(row)} |")
         targets.append(f"| trainer step <= 1.10x the bare loop on {r['device']}: "
                        f"{row['objective']} | {row['time_ratio']:.2f}x | "
                        f"{_verdict(row['time_ratio'] <= 1.10)} |")
+        if "bare_compiled_steps_per_s" in row or "compile_error" in row:
+            gain = (row["bare_compiled_steps_per_s"] / row["bare_steps_per_s"]
+                    if "bare_compiled_steps_per_s" in row else 0.0)
+            targets.append(f"| torch.compile >= 1.5x the eager loop on {r['device']}: "
+                           f"{row['objective']} | {_compiled(row)} | {_verdict(gain >= 1.5)} |")
     return lines, targets
+
+
+def _compiled(row: dict[str, Any]) -> str:
+    if "bare_compiled_steps_per_s" in row:
+        return (f"{row['bare_compiled_steps_per_s']} steps/s "
+                f"({row['bare_compiled_steps_per_s'] / row['bare_steps_per_s']:.2f}x eager)")
+    return row.get("compile_error", "")
 
 
 def load_section(r: dict[str, Any]) -> tuple[list[str], list[str]]:

@@ -10,7 +10,8 @@ optimiser and learning rates (the objective's default recipe):
   a checkpoint every 500, EMA and the linear learning-rate decay of the recipe; one more row
   with the referee on (training.referee_every);
 - bare: the loss written out by hand (softplus; the gradient penalty; the Cramér energy
-  distance), Adam, nothing else.
+  distance), Adam, nothing else; and the same loop with both networks under torch.compile
+  (the compile target: 1.5x the eager loop), or the error that stops it.
 
 Prints generator steps/s and the ratio bare/ours of the time a step takes (the target:
 ours <= 1.10x the bare loop), timed from step --warmup to the last step so that both
@@ -120,8 +121,9 @@ def bare_losses(objective: str, gp_lambda: float) -> tuple[Callable, Callable]:
     return d_loss, g_loss
 
 
-def time_bare(spec: JobSpec, warmup: int) -> float:
-    """Generator steps/s of the hand-written loop from step `warmup` to the last."""
+def time_bare(spec: JobSpec, warmup: int, compiled: bool = False) -> float:
+    """Generator steps/s of the hand-written loop from step `warmup` to the last; `compiled`:
+    with both networks under torch.compile (inductor)."""
     t = spec.training
     device = torch.device("cuda" if t.device == "cuda" and torch.cuda.is_available() else "cpu")
     data = load_dataset(spec.dataset, data_roots=[])
@@ -139,6 +141,8 @@ def time_bare(spec: JobSpec, warmup: int) -> float:
     critic_dim = getattr(spec.objective, "feature_dim", 1) if objective == "cramer" else 1
     G = build_generator(arch, x.shape[1], a.shape[1], None).to(device)
     D = build_critic(arch, x.shape[1], a.shape[1], None, critic_dim).to(device)
+    if compiled:
+        G, D = torch.compile(G), torch.compile(D)  # type: ignore[assignment]
     D_out: Callable[[Tensor, Tensor], Tensor]
     if critic_dim == 1:
         def D_out(x_: Tensor, a_: Tensor) -> Tensor:
@@ -191,6 +195,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     p.add_argument("--no-referee-row", action="store_true")
+    p.add_argument("--no-compile-row", action="store_true",
+                   help="skip the bare loop under torch.compile (about 20 s of compiling each)")
     p.add_argument("--json", help="write the results here")
     args = p.parse_args(argv)
     if args.warmup % LOG_EVERY or not 0 < args.warmup < args.steps:
@@ -217,12 +223,21 @@ def main(argv: list[str] | None = None) -> int:
             with_referee = time_ours(refereed, args.warmup)
             row |= {"ours_with_referee_steps_per_s": round(with_referee, 2),
                     "time_ratio_with_referee": round(bare / with_referee, 3)}
+        if not args.no_compile_row:
+            try:
+                row["bare_compiled_steps_per_s"] = round(time_bare(spec, args.warmup, True), 2)
+            except Exception as exc:  # noqa: BLE001 - reported, as what stands in the way
+                row["compile_error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
         rows.append(row)
         print(f"{objective:10s} {row['n_critic']:8d} {bare:12.1f} {ours:12.1f} "
               f"{row['time_ratio']:13.3f}x  "
               + (f"{row['ours_with_referee_steps_per_s']:16.1f} "
                  f"{row['time_ratio_with_referee']:5.3f}x" if "time_ratio_with_referee" in row
-                 else ""), flush=True)
+                 else "")
+              + (f"  compiled bare: {row['bare_compiled_steps_per_s']} steps/s"
+                 if "bare_compiled_steps_per_s" in row else "")
+              + (f"  compiled bare: {row['compile_error']}" if "compile_error" in row else ""),
+              flush=True)
     result = {"bench": "trainer", "date": time.strftime("%Y-%m-%d"), "device": args.device,
               "machine": platform.processor() or platform.machine(), "threads": args.threads,
               "torch": torch.__version__, "batch": args.batch, "width": args.width,
