@@ -12,6 +12,7 @@ list) and one-hot encodes it itself. `encode_category` maps request values to co
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 from collections import OrderedDict
@@ -181,7 +182,18 @@ def draw_noise(seed: int, n: int, latent_dim: int) -> np.ndarray:
 
 # Draws the next chunk's noise while ONNX Runtime runs the current one (numpy's generators
 # release the GIL while they fill an array). Shared by all requests: one draw in flight each.
-_NOISE_THREADS = ThreadPoolExecutor(max_workers=2, thread_name_prefix="noise")
+# One pool per process: a forked child inherits the pool but not its threads.
+_noise_pool: tuple[int, ThreadPoolExecutor] | None = None
+_noise_pool_lock = threading.Lock()
+
+
+def _noise_threads() -> ThreadPoolExecutor:
+    global _noise_pool
+    with _noise_pool_lock:
+        if _noise_pool is None or _noise_pool[0] != os.getpid():
+            _noise_pool = (os.getpid(), ThreadPoolExecutor(max_workers=2,
+                                                           thread_name_prefix="noise"))
+        return _noise_pool[1]
 
 
 def noise_chunks(seed: int, n: int, latent_dim: int, rows: int
@@ -196,11 +208,12 @@ def noise_chunks(seed: int, n: int, latent_dim: int, rows: int
     if n <= rows:
         yield piece(0)
         return
-    ahead = _NOISE_THREADS.submit(piece, 0)
+    pool = _noise_threads()
+    ahead = pool.submit(piece, 0)
     for start in range(0, n, rows):
         z = ahead.result()
         if start + rows < n:
-            ahead = _NOISE_THREADS.submit(piece, start + rows)
+            ahead = pool.submit(piece, start + rows)
         yield z
 
 

@@ -138,3 +138,20 @@ def test_settings_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     defaults = Settings()
     assert defaults.DATABASE_URL == "sqlite:///var/gan.db" and defaults.broker_url is None
     assert defaults.MAX_SAMPLES_PER_REQUEST == 1_000_000 and defaults.TASK_QUEUE == "gpu"
+
+
+def test_a_forked_child_draws_noise_ahead_too() -> None:
+    """The noise threads do not survive a fork: a child (a worker's job process) must get a
+    pool of its own instead of queueing draws that no thread runs."""
+    import multiprocessing
+
+    expected = sampling.draw_noise(4, 50, 3)
+    assert np.array_equal(np.concatenate(list(sampling.noise_chunks(4, 50, 3, 7))), expected)
+    ctx = multiprocessing.get_context("fork")
+    with ctx.Pool(1) as pool:
+        got = pool.apply_async(_drawn_ahead, (4, 50, 3, 7)).get(timeout=30)
+    assert np.array_equal(got, expected)
+
+
+def _drawn_ahead(seed: int, n: int, latent: int, rows: int) -> np.ndarray:
+    return np.concatenate(list(sampling.noise_chunks(seed, n, latent, rows)))
