@@ -192,7 +192,7 @@ class Settings(BaseSettings):
                     "requests beyond wait their turn without a thread. Few keep the event loop "
                     "and /healthz responsive under load (anyio's default is 40): runnable "
                     "threads queue for the GIL. At 50 clients asking one row each, 4 threads "
-                    "gave p99 63 ms, 8 gave 108 ms, 16 gave 151 ms (bench/concurrency.py).")
+                    "gave p99 63-80 ms, 8 gave 108 ms, 16 gave 151 ms (bench/concurrency.py).")
     PUBLIC_DOCS: bool = Field(
         False,
         description="With API keys configured, /docs, /redoc and /openapi.json need a key (any "
