@@ -287,6 +287,20 @@ class TrainingSpec(_Strict):
     device: Literal["auto", "cpu", "cuda"] = Field(
         "auto",
         description="auto and cuda: the GPU when one is present, else the CPU; cpu: the CPU.")
+    compile: bool = Field(
+        False,
+        description="Run both networks of the training steps under torch.compile (inductor; on "
+                    "the CPU it needs a C++ compiler). Compiling takes 10-60 s at the start of a "
+                    "job. The gradient penalty (wgan-gp, cramer) differentiates the critic twice, "
+                    "which torch.compile cannot: that one critic pass stays eager. The weights, "
+                    "checkpoints and the exported generator are those of the eager networks.")
+    precision: Literal["float32", "bfloat16"] = Field(
+        "float32",
+        description="bfloat16: both networks of the training steps run under torch.autocast "
+                    "(matrix products and convolutions in bfloat16; weights, optimiser states, "
+                    "losses and the exported generator stay float32). Faster where the hardware "
+                    "has bfloat16 units (Ampere and later GPUs, CPUs with AMX or AVX-512 BF16), "
+                    "slower elsewhere.")
     referee_every: Int | None = Field(
         None, ge=1, le=10_000_000,
         description="A referee (pidgan): a small classifier trained alongside on real vs generated "

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from models.acceleration import explained_compile_errors, step_view
 from models.architectures import build_critic, build_generator
 from models.datasets import Dataset
 from models.objectives import get_objective
@@ -210,6 +211,10 @@ def train(
     # One scheduler step per generator step, for both optimisers.
     factor = (lambda i: max(0.0, 1 - i / t.steps)) if t.lr_schedule == "linear" else (lambda i: 1.0)
     schedulers = [torch.optim.lr_scheduler.LambdaLR(o, factor) for o in (opt_g, opt_d)]
+    # The views the steps call (training.compile, training.precision); G and D stay the plain
+    # networks that checkpoints, the EMA, validation, the referee and the export read.
+    G_step = step_view(G, compile=t.compile, precision=t.precision, device=device)
+    D_step = step_view(D, compile=t.compile, precision=t.precision, device=device)
     referee = Referee(n_features, n_conditions, t.seed, device) if t.referee_every else None
     referee_auc: float | None = None
     validator = None
@@ -319,80 +324,81 @@ def train(
         # latent_dim: resolved above; batch_size: filled from the recipe.
         assert arch.latent_dim is not None and t.batch_size is not None
         z = torch.randn(t.batch_size, arch.latent_dim, device=device)  # [B, latent_dim]
-        return G(z, cond)
+        return G_step(z, cond)
 
     # --- the loop ---------------------------------------------------------------------------------
     G.train()
     D.train()
     tic, tic_step = time.perf_counter(), start_step
     last_step = start_step
-    for step in range(start_step, t.steps):
-        if finished:
-            break
-        if should_stop is not None and should_stop():
-            checkpoint(step)  # a job handed back or cancelled loses no finished step
-            raise Cancelled(f"cancelled at step {step}")
+    with explained_compile_errors(t.compile):
+        for step in range(start_step, t.steps):
+            if finished:
+                break
+            if should_stop is not None and should_stop():
+                checkpoint(step)  # a job handed back or cancelled loses no finished step
+                raise Cancelled(f"cancelled at step {step}")
 
-        sigma = noise_scale(step)
-        assert t.n_critic is not None and t.batch_size is not None  # filled from the recipe
-        for _ in range(t.n_critic):
+            sigma = noise_scale(step)
+            assert t.n_critic is not None and t.batch_size is not None  # filled from the recipe
+            for _ in range(t.n_critic):
+                real, cond, w = batch()
+                with torch.no_grad():
+                    fakes = [noisy(generate(cond), sigma) for _ in range(objective.n_fakes)]
+                d_loss, d_logs = objective.critic_loss(D_step, noisy(real, sigma), fakes, cond, w)
+                opt_d.zero_grad(set_to_none=True)
+                d_loss.backward()
+                opt_d.step()
+                objective.after_critic_step(D)
+
             real, cond, w = batch()
-            with torch.no_grad():
-                fakes = [noisy(generate(cond), sigma) for _ in range(objective.n_fakes)]
-            d_loss, d_logs = objective.critic_loss(D, noisy(real, sigma), fakes, cond, w)
-            opt_d.zero_grad(set_to_none=True)
-            d_loss.backward()
-            opt_d.step()
-            objective.after_critic_step(D)
+            fakes = [generate(cond) for _ in range(objective.n_fakes)]
+            g_loss, g_logs = objective.generator_loss(
+                D_step, noisy(real, sigma), [noisy(f, sigma) for f in fakes], cond, w)
+            opt_g.zero_grad(set_to_none=True)
+            g_loss.backward()
+            opt_g.step()
+            if G_ema is not None:
+                assert t.ema is not None  # G_ema exists only when t.ema is set
+                ema_update(G_ema, G, t.ema)
+            for sched in schedulers:
+                sched.step()
 
-        real, cond, w = batch()
-        fakes = [generate(cond) for _ in range(objective.n_fakes)]
-        g_loss, g_logs = objective.generator_loss(
-            D, noisy(real, sigma), [noisy(f, sigma) for f in fakes], cond, w)
-        opt_g.zero_grad(set_to_none=True)
-        g_loss.backward()
-        opt_g.step()
-        if G_ema is not None:
-            assert t.ema is not None  # G_ema exists only when t.ema is set
-            ema_update(G_ema, G, t.ema)
-        for sched in schedulers:
-            sched.step()
-
-        done = last_step = step + 1
-        if referee is not None:
-            assert t.referee_every is not None  # the referee exists only when it is set
-            referee.update(real, fakes[0], cond, w)
-            if done % t.referee_every == 0 or done == t.steps:
-                referee_auc = referee.auc(G, x_all, a_all, 2 * t.batch_size, arch.latent_dim)
-        validation_logs: dict[str, float] = {}
-        if validator is not None and (done % t.validate_every == 0 or done == t.steps):
-            validation_logs = validate(done)
-            if t.patience and best["since"] >= t.patience:
-                finished = True  # early stop: `patience` scores without improvement
-        if done % t.log_every == 0 or done == t.steps or validation_logs or finished:
-            elapsed = time.perf_counter() - tic
-            rate = (done - tic_step) / elapsed if elapsed > 0 else 0.0
-            tic, tic_step = time.perf_counter(), done
-            progress = Progress(
-                step=done,
-                total_steps=t.steps,
-                losses={"critic": d_loss.item(), "generator": g_loss.item()}
-                | {f"critic/{k}": float(v) for k, v in d_logs.items()}
-                | {f"generator/{k}": float(v) for k, v in g_logs.items()},
-                metrics={"steps_per_second": rate,
-                         "eta_seconds": (t.steps - done) / rate if rate > 0 else 0.0}
-                | ({"referee_auc": referee_auc} if referee_auc is not None else {})
-                | validation_logs
-                | ({"instance_noise": sigma} if t.instance_noise else {})
-                | ({"stopped_early": 1.0} if finished else {}),
-            )
-            if not all(np.isfinite(v) for v in progress.losses.values()):
-                raise FloatingPointError(f"non-finite loss at step {done}: {progress.losses}")
-            history.append(progress)
-            if on_progress is not None:
-                on_progress(progress)
-        if done % t.checkpoint_every == 0 and done < t.steps and not finished:
-            checkpoint(done)
+            done = last_step = step + 1
+            if referee is not None:
+                assert t.referee_every is not None  # the referee exists only when it is set
+                referee.update(real, fakes[0], cond, w)
+                if done % t.referee_every == 0 or done == t.steps:
+                    referee_auc = referee.auc(G, x_all, a_all, 2 * t.batch_size, arch.latent_dim)
+            validation_logs: dict[str, float] = {}
+            if validator is not None and (done % t.validate_every == 0 or done == t.steps):
+                validation_logs = validate(done)
+                if t.patience and best["since"] >= t.patience:
+                    finished = True  # early stop: `patience` scores without improvement
+            if done % t.log_every == 0 or done == t.steps or validation_logs or finished:
+                elapsed = time.perf_counter() - tic
+                rate = (done - tic_step) / elapsed if elapsed > 0 else 0.0
+                tic, tic_step = time.perf_counter(), done
+                progress = Progress(
+                    step=done,
+                    total_steps=t.steps,
+                    losses={"critic": d_loss.item(), "generator": g_loss.item()}
+                    | {f"critic/{k}": float(v) for k, v in d_logs.items()}
+                    | {f"generator/{k}": float(v) for k, v in g_logs.items()},
+                    metrics={"steps_per_second": rate,
+                             "eta_seconds": (t.steps - done) / rate if rate > 0 else 0.0}
+                    | ({"referee_auc": referee_auc} if referee_auc is not None else {})
+                    | validation_logs
+                    | ({"instance_noise": sigma} if t.instance_noise else {})
+                    | ({"stopped_early": 1.0} if finished else {}),
+                )
+                if not all(np.isfinite(v) for v in progress.losses.values()):
+                    raise FloatingPointError(f"non-finite loss at step {done}: {progress.losses}")
+                history.append(progress)
+                if on_progress is not None:
+                    on_progress(progress)
+            if done % t.checkpoint_every == 0 and done < t.steps and not finished:
+                checkpoint(done)
     finished = True
     checkpoint(last_step)
 

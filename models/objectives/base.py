@@ -40,6 +40,12 @@ def critic_out(critic: nn.Module, x: Tensor, a: Tensor | None) -> Tensor:
     return critic(x, a).squeeze(-1)
 
 
+def uncompiled(critic: nn.Module) -> nn.Module:
+    """The critic outside torch.compile (training.compile), autocast kept: a gradient penalty
+    differentiates it twice, which torch.compile's AOTAutograd refuses."""
+    return getattr(critic, "_orig_mod", critic)
+
+
 def gradient_norms(f_values: Tensor, x_hat: Tensor) -> Tensor:
     """Per-sample ||d f / d x_hat||_2 [N] (create_graph so the penalty trains the critic)."""
     (grad,) = torch.autograd.grad(f_values.sum(), x_hat, create_graph=True)

@@ -15,7 +15,14 @@ from typing import TYPE_CHECKING, ClassVar, Literal
 
 from pydantic import Field
 
-from models.objectives.base import gradient_norms, interpolate, logs, penalty, wmean
+from models.objectives.base import (
+    gradient_norms,
+    interpolate,
+    logs,
+    penalty,
+    uncompiled,
+    wmean,
+)
 from models.objectives.lazy import torch
 from models.objectives.params import (
     MAX_PENALTY,
@@ -73,7 +80,7 @@ class Cramer:
             self._f(critic(fake, cond), h_anchor), w
         )
         x_hat = interpolate(real, fake)
-        norms = gradient_norms(self._f(critic(x_hat, cond), h_anchor), x_hat)
+        norms = gradient_norms(self._f(uncompiled(critic)(x_hat, cond), h_anchor), x_hat)
         # A regulariser on the interpolates, not an expectation under the data: plain mean.
         gp = penalty(norms, one_sided=False).mean()
         loss = -surrogate + self.params.gp_lambda * gp

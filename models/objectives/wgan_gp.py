@@ -19,6 +19,7 @@ from models.objectives.base import (
     interpolate,
     logs,
     penalty,
+    uncompiled,
     wmean,
 )
 from models.objectives.params import (
@@ -61,7 +62,7 @@ class WGANGP(ScalarCritic):
         v_real, v_fake = critic_out(critic, real, cond), critic_out(critic, fake, cond)
         w1 = wmean(v_real, w) - wmean(v_fake, w)
         x_hat = interpolate(real, fake)
-        norms = gradient_norms(critic_out(critic, x_hat, cond), x_hat)
+        norms = gradient_norms(critic_out(uncompiled(critic), x_hat, cond), x_hat)
         # A regulariser on the interpolates, not an expectation under the data: plain mean.
         gp = penalty(norms, self.params.one_sided).mean()
         loss = -w1 + self.params.gp_lambda * gp

@@ -105,6 +105,18 @@ def test_unknown_keys_are_rejected_with_their_location(patch, location):
     assert location in locs
 
 
+def test_compile_and_precision_are_off_unless_asked_and_checked():
+    training = JobSpec.model_validate(MINIMAL).training
+    assert training.compile is False and training.precision == "float32"
+    fast = JobSpec.model_validate({**MINIMAL, "training": {"compile": True,
+                                                           "precision": "bfloat16"}})
+    assert fast.training.compile is True and fast.training.precision == "bfloat16"
+    with pytest.raises(ValidationError) as err:
+        # float16 would need loss scaling; it is not offered
+        JobSpec.model_validate({**MINIMAL, "training": {"precision": "float16"}})
+    assert ("training", "precision") in [e["loc"] for e in err.value.errors()]
+
+
 def test_unknown_objective_lists_the_valid_names():
     with pytest.raises(ValidationError) as err:
         JobSpec.model_validate({**MINIMAL, "objective": "wgan-xx"})
