@@ -45,7 +45,7 @@ lint: $(STAMP)
 	$(VENV)/bin/lint-imports
 	$(VENV)/bin/mypy
 
-# The benchmarks, each against a baseline measured in the same run (about 15 minutes on 2
+# The benchmarks, each against a baseline measured in the same run (about 25 minutes on 2
 # quiet cores), then bench/RESULTS.md and bench/RESULTS.json from their JSON under bench/out/.
 bench: $(STAMP) services
 	mkdir -p bench/out
