@@ -81,3 +81,13 @@ def test_a_failed_compilation_names_training_compile(monkeypatch):
     with pytest.raises(CompileFailed, match="training.compile.*C\\+\\+ compiler"):
         train(spec({"name": "nsgan"}, {"width": 12, "depth": 1}, compile=True), ring())
     torch._dynamo.reset()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
+@pytest.mark.parametrize("objective", OBJECTIVES, ids=lambda o: o["name"])
+def test_compiled_bfloat16_steps_train_on_cuda(objective):
+    eager = train(spec(objective, device="cuda"), ring())
+    fast = train(spec(objective, device="cuda", compile=True, precision="bfloat16"), ring())
+    assert fast.device.startswith("cuda")
+    gap = float(np.abs(rows(fast) - rows(eager)).max())
+    assert gap < 0.05, gap
