@@ -12,12 +12,11 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Literal
 
 import torch
 from torch import Tensor, nn
 
-Precision = Literal["float32", "bfloat16"]
+from models.spec import Precision
 
 
 class Autocast(nn.Module):
@@ -75,5 +74,4 @@ def explained_compile_errors(compiling: bool) -> Iterator[None]:
             "worker a C++ compiler (inductor needs one on the CPU)") from exc
 
 
-__all__ = ["Autocast", "CompileFailed", "Precision", "explained_compile_errors", "is_compile_error",
-           "step_view"]
+__all__ = ["Autocast", "CompileFailed", "explained_compile_errors", "is_compile_error", "step_view"]

@@ -216,6 +216,10 @@ class DatasetSpec(_Strict):
 # ---------------------------------------------------------------------------------------------
 
 
+# The precisions of training.precision (models.acceleration runs them).
+Precision = Literal["float32", "bfloat16"]
+
+
 class TrainingSpec(_Strict):
     """`steps` counts generator updates (at most: early stopping may end sooner); each is
     preceded by `n_critic` critic updates. Fields left as null take the value of the recipe
@@ -294,7 +298,7 @@ class TrainingSpec(_Strict):
                     "job. The gradient penalty (wgan-gp, cramer) differentiates the critic twice, "
                     "which torch.compile cannot: that one critic pass stays eager. The weights, "
                     "checkpoints and the exported generator are those of the eager networks.")
-    precision: Literal["float32", "bfloat16"] = Field(
+    precision: Precision = Field(
         "float32",
         description="bfloat16: both networks of the training steps run under torch.autocast "
                     "(matrix products and convolutions in bfloat16; weights, optimiser states, "
@@ -405,4 +409,4 @@ class JobSpec(_Strict):
 
 __all__ = ["OBJECTIVE_NAMES", "OBJECTIVE_PARAMS", "OBJECTIVE_RECIPES", "RECIPE_NAMES",
            "ArchitectureSpec", "DatasetSpec", "JobSpec", "NetSpec", "ObjectiveSpec", "Recipe",
-           "TrainingSpec", "auto_latent_dim"]
+           "Precision", "TrainingSpec", "auto_latent_dim"]
